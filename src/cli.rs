@@ -1,0 +1,184 @@
+//! The command line (SPEC §3): clap definitions for `ingest`, `analyze` and `serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::reading::MachineId;
+use crate::sources::SourceSpec;
+
+/// Machine telemetry in one binary: ingest readings, keep moving averages, track job status,
+/// answer analytics questions, store it all durably and show it live.
+#[derive(Debug, Parser)]
+#[command(name = "millwatch", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Which logs to write to stderr, as a tracing filter: error, warn, info, debug, or per
+    /// module such as "info,millwatch::sources=debug".
+    #[arg(long, global = true, env = "MILLWATCH_LOG", default_value = "info")]
+    pub log: String,
+
+    /// How logs are written: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a source and print one processed record per line (NDJSON) on stdout.
+    ///
+    /// Every reading comes out with a moving average of each numeric parameter (the field
+    /// P_avg). A reading that fails validation is reported on stderr with its position and
+    /// the reason and skipped; a finite source then exits 1. Ctrl-C stops cleanly.
+    Ingest(IngestArgs),
+    /// Summarise a series: count, average, min, max and anomalies, as JSON.
+    Analyze(AnalyzeArgs),
+    /// Run the service: sources, HTTP API, dashboard and store in one process.
+    Serve(ServeArgs),
+}
+
+/// How readings become records: shared by every command that ingests.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// How many of the latest values of each (machine, parameter) the moving average covers.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub window: u32,
+
+    /// The machine that readings without "machine_id" belong to.
+    #[arg(long, env = "MILLWATCH_MACHINE", default_value = "machine-1", value_parser = MachineId::parse)]
+    pub machine: MachineId,
+}
+
+/// Arguments of `ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Where readings come from: a file (one JSON object re-read every interval, or a JSON
+    /// array or NDJSON replayed one reading per interval), an http(s):// URL polled every
+    /// interval, or simulate[:MACHINES].
+    #[arg(value_name = "SOURCE", value_parser = SourceSpec::parse)]
+    pub source: SourceSpec,
+
+    /// Time between readings (or polls): 10s, 500ms, 1m. 0 takes everything as fast as it
+    /// can; a file is then read once.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop after printing this many records.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// Arguments of `analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// A file of readings (object, array or NDJSON), or a series
+    /// {"timestamps": [...], "values": [...]}.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The numeric parameter to analyse; required when FILE holds readings.
+    #[arg(long, short)]
+    pub parameter: Option<String>,
+
+    /// Only readings of this machine (readings without machine_id count as the default
+    /// machine, machine-1).
+    #[arg(long, value_parser = MachineId::parse)]
+    pub machine: Option<MachineId>,
+
+    /// A value is an anomaly when it deviates from the baseline by more than this fraction
+    /// of the baseline's magnitude (0.2 is 20 %).
+    #[arg(long, default_value_t = 0.2, value_parser = parse_threshold)]
+    pub threshold: f64,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A source to ingest in the background; repeat for several. Default: simulate (three
+    /// machines). "none" serves the API with HTTP push only.
+    #[arg(long = "source", value_name = "SOURCE", value_parser = SourceSpec::parse)]
+    pub sources: Vec<SourceSpec>,
+
+    /// Address and port to listen on. The default binds loopback only.
+    #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Time between readings of each source (the simulator: one reading per machine).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body: usize,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// Reads `10s`, `500ms`, `1m`, `1h30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration: it must be 0 or more"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 10s, 500ms or 1m"))
+}
+
+/// A threshold is a finite fraction, zero or more.
+pub fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!(
+            "{s:?} is not a threshold: give a fraction such as 0.2 (20 %)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(parse_threshold("0"), Ok(0.0));
+        assert!(parse_threshold("-0.1").is_err());
+        assert!(parse_threshold("NaN").is_err());
+        assert!(parse_threshold("inf").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! millwatch: machine telemetry in one binary. Readings come in from sources, the pipeline
+//! gives them moving averages, the store keeps them, and the API and dashboard show them.
+//!
+//! The pure core ([`timestamp`], [`reading`], [`window`], [`pipeline`]) does no I/O; everything
+//! that talks to the outside world is an adapter around it.
+
+pub mod cli;
+pub mod ingest;
+pub mod pipeline;
+pub mod reading;
+pub mod sources;
+pub mod timestamp;
+pub mod window;

@@ -1,0 +1,79 @@
+//! The `millwatch` binary: parse the command line, set up logs, run the command, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use millwatch::cli::{Cli, Command, LogFormat};
+use millwatch::ingest::{self, Ending};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    if let Err(e) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("error: --log {:?}: {e}", cli.log);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Ingest(args) => match runtime.block_on(ingest::run(args, std::io::stdout())) {
+            Ok(Ending::Clean) => ExitCode::SUCCESS,
+            Ok(Ending::Rejected) => ExitCode::FAILURE,
+            Err(e @ ingest::IngestError::Source(millwatch::sources::SourceError::Open(_))) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Analyze(_) | Command::Serve(_) => {
+            eprintln!("error: this command is not built yet");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print in full; any other mistake is one line and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| e.to_string())
+}

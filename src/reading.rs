@@ -1,0 +1,967 @@
+//! Readings as they arrive (SPEC §1): the types that carry a validated reading, and the parser
+//! that turns one object, a JSON array or NDJSON into readings, streaming, so that a file of any
+//! size is read in constant memory.
+//!
+//! Validation happens while parsing, in one pass: a reading that is valid JSON but breaks a rule
+//! of SPEC §1 comes out as a [`ReadingError`] naming the field, and the parser goes on with the
+//! next reading. Only broken JSON stops an array (an NDJSON stream resumes at the next line).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::BufRead;
+
+use compact_str::CompactString;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::timestamp::Timestamp;
+
+/// Most parameters one reading may carry.
+pub const MAX_PARAMETERS: usize = 256;
+/// Longest state value, in bytes.
+pub const MAX_STATE_BYTES: usize = 256;
+/// Longest machine id and parameter name, in characters (all ASCII).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Why a reading was rejected; the message names the field when one is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadingError {
+    /// One field broke a rule.
+    #[error("field {field:?}: {reason}")]
+    Field {
+        /// The field's name as it arrived.
+        field: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The reading as a whole is wrong (not an object, too many parameters).
+    #[error("{0}")]
+    Reading(String),
+    /// The text is not JSON.
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+}
+
+impl ReadingError {
+    fn field(field: &str, reason: impl Into<String>) -> Self {
+        ReadingError::Field {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
+}
+
+fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "must be 1 to {MAX_NAME_LEN} characters, got {}",
+            s.len()
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii() || !is_name_char(*c as u8)) {
+        return Err(format!("{c:?} is not allowed: use A-Z a-z 0-9 . _ -"));
+    }
+    Ok(())
+}
+
+/// A machine's identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct MachineId(CompactString);
+
+impl MachineId {
+    /// Checks the rules of SPEC §1; the error says which one was broken.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_name(s)?;
+        Ok(MachineId(CompactString::from(s)))
+    }
+
+    /// An id the program made itself from valid characters; checked in debug builds only.
+    pub(crate) fn trusted(s: &str) -> Self {
+        debug_assert!(check_name(s).is_ok(), "{s:?} is not a valid machine id");
+        MachineId(CompactString::from(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MachineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for MachineId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for MachineId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        MachineId::parse(s)
+    }
+}
+
+/// A parameter's name: `[A-Za-z0-9_.-]{1,64}`, not ending in `_avg`, not a reserved field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct ParamName(CompactString);
+
+impl ParamName {
+    /// Checks the rules of SPEC §1.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_name(s)?;
+        if s.ends_with("_avg") {
+            return Err("names ending in _avg are reserved for moving averages".into());
+        }
+        if s == "machine_id" || s == "timestamp" {
+            return Err("is reserved".into());
+        }
+        Ok(ParamName(CompactString::from(s)))
+    }
+
+    /// A name the program made itself; checked in debug builds only.
+    pub(crate) fn trusted(s: &str) -> Self {
+        debug_assert!(
+            ParamName::parse(s).is_ok(),
+            "{s:?} is not a valid parameter name"
+        );
+        ParamName(CompactString::from(s))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for ParamName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A parameter's value: a finite number, or a state such as a job status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A numeric parameter; always finite.
+    Number(f64),
+    /// A state parameter, at most 256 bytes.
+    State(CompactString),
+}
+
+/// One parameter of a reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The parameter's name.
+    pub name: ParamName,
+    /// Its value.
+    pub value: Value,
+}
+
+/// One validated reading, before the pipeline gives it a machine, a time and averages.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reading {
+    /// The machine, when the reading named one.
+    pub machine_id: Option<MachineId>,
+    /// The time, when the reading carried one.
+    pub timestamp: Option<Timestamp>,
+    /// The parameters in the order they arrived; `null` ones are left out.
+    pub fields: Vec<Field>,
+}
+
+/// Where a reading stood in its input, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 0-based index among the readings of the input.
+    pub index: u64,
+    /// 1-based line where the reading starts, when known.
+    pub line: Option<u64>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reading {}", self.index)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A reading or the reason it was rejected, with its position in the input.
+pub type Parsed = (Position, Result<Reading, ReadingError>);
+
+/// A string that borrows from the input when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, reduced to what validation needs; containers are skipped, not built.
+enum Raw<'de> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    Bool,
+    Array,
+    Object,
+}
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Raw::Bool)
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Raw::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Raw::Float(v as f64), Raw::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Raw::Float(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Raw::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Raw::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Raw<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Raw::Null => "null",
+            Raw::Int(_) | Raw::Float(_) => "a number",
+            Raw::Str(_) => "a string",
+            Raw::Bool => "a boolean",
+            Raw::Array => "an array",
+            Raw::Object => "an object",
+        }
+    }
+}
+
+/// Deserializes one reading. Validation problems become `Ok(Err(..))` so that the JSON stream
+/// stays aligned (the rest of the object is still consumed) and the next reading can follow.
+/// `key` holds the field being read when a JSON error strikes, so that the error can name it.
+struct ReadingSeed<'k> {
+    key: &'k mut String,
+}
+
+/// Parses one reading with `de`; a JSON error inside a field's value names the field.
+fn read_one<'de, D>(de: D) -> Result<Result<Reading, ReadingError>, JsonFailure>
+where
+    D: Deserializer<'de, Error = serde_json::Error>,
+{
+    let mut key = String::new();
+    ReadingSeed { key: &mut key }
+        .deserialize(de)
+        .map_err(|error| JsonFailure { error, key })
+}
+
+/// A JSON-level error and the field whose value was being read, if any.
+struct JsonFailure {
+    error: serde_json::Error,
+    key: String,
+}
+
+impl JsonFailure {
+    fn is_eof(&self) -> bool {
+        self.error.is_eof()
+    }
+
+    fn into_error(self) -> ReadingError {
+        if self.key.is_empty() {
+            ReadingError::Syntax(self.error.to_string())
+        } else {
+            ReadingError::Field {
+                field: self.key,
+                reason: self.error.to_string(),
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ReadingSeed<'_> {
+    type Value = Result<Reading, ReadingError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(ReadingVisitor { key: self.key })
+    }
+}
+
+struct ReadingVisitor<'k> {
+    key: &'k mut String,
+}
+
+impl<'de> Visitor<'de> for ReadingVisitor<'_> {
+    type Value = Result<Reading, ReadingError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a reading (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut reading = Reading::default();
+        let mut problem: Option<ReadingError> = None;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            self.key.clear();
+            self.key.push_str(&key);
+            let raw: Raw<'de> = map.next_value()?;
+            self.key.clear();
+            if problem.is_some() {
+                continue; // keep consuming so the stream stays aligned
+            }
+            if let Err(e) = take_field(&mut reading, &key, raw) {
+                problem = Some(e);
+            }
+        }
+        Ok(match problem {
+            Some(e) => Err(e),
+            None => Ok(reading),
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Err(ReadingError::Reading(
+            "a reading must be a JSON object, not an array".into(),
+        )))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(not_object("null")))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(not_object("a boolean")))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(not_object("a number")))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(not_object("a number")))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(not_object("a number")))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(not_object("a string")))
+    }
+}
+
+fn not_object(kind: &str) -> ReadingError {
+    ReadingError::Reading(format!("a reading must be a JSON object, not {kind}"))
+}
+
+fn take_field(reading: &mut Reading, key: &str, raw: Raw<'_>) -> Result<(), ReadingError> {
+    match key {
+        "machine_id" => {
+            reading.machine_id = match raw {
+                Raw::Null => None,
+                Raw::Str(s) => Some(MachineId::parse(&s).map_err(|r| ReadingError::field(key, r))?),
+                other => {
+                    return Err(ReadingError::field(
+                        key,
+                        format!("must be a string, not {}", other.kind()),
+                    ));
+                }
+            };
+        }
+        "timestamp" => {
+            let ts = match raw {
+                Raw::Null => None,
+                Raw::Str(s) => Some(Timestamp::parse(&s)),
+                Raw::Int(i) => Some(Timestamp::from_unix_seconds_int(i)),
+                Raw::Float(f) => Some(Timestamp::from_unix_seconds(f)),
+                other => Some(Err(format!(
+                    "must be a time (string) or seconds since the epoch (number), not {}",
+                    other.kind()
+                ))),
+            };
+            reading.timestamp = ts.transpose().map_err(|r| ReadingError::field(key, r))?;
+        }
+        _ => {
+            let name = ParamName::parse(key).map_err(|r| ReadingError::field(key, r))?;
+            let value = match raw {
+                Raw::Null => return Ok(()),
+                Raw::Int(i) => Value::Number(i as f64),
+                Raw::Float(f) if f.is_finite() => Value::Number(f),
+                Raw::Float(_) => return Err(ReadingError::field(key, "number outside f64")),
+                Raw::Str(s) if s.len() > MAX_STATE_BYTES => {
+                    return Err(ReadingError::field(
+                        key,
+                        format!("state longer than {MAX_STATE_BYTES} bytes ({})", s.len()),
+                    ));
+                }
+                Raw::Str(s) => Value::State(CompactString::from(s.as_ref())),
+                other => {
+                    return Err(ReadingError::field(
+                        key,
+                        format!("must be a number, a string or null, not {}", other.kind()),
+                    ));
+                }
+            };
+            if reading.fields.iter().any(|f| f.name == name) {
+                return Err(ReadingError::field(key, "appears twice"));
+            }
+            if reading.fields.len() == MAX_PARAMETERS {
+                return Err(ReadingError::Reading(format!(
+                    "more than {MAX_PARAMETERS} parameters"
+                )));
+            }
+            reading.fields.push(Field { name, value });
+        }
+    }
+    Ok(())
+}
+
+/// Parses exactly one reading from `text` (a JSON object and nothing else).
+pub fn parse_reading(text: &[u8]) -> Result<Reading, ReadingError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let outcome = read_one(&mut de).map_err(JsonFailure::into_error)?;
+    de.end().map_err(|e| ReadingError::Syntax(e.to_string()))?;
+    outcome
+}
+
+/// Parses a whole document held in memory: one object, an array, or NDJSON.
+pub fn parse_all(text: &[u8]) -> Vec<Parsed> {
+    ReadingStream::new(text).collect()
+}
+
+/// The shape of an input, known after its first non-blank byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A JSON array of readings.
+    Array,
+    /// One or more objects, one per line (NDJSON) or a single, possibly pretty-printed, object.
+    Objects,
+    /// Nothing but whitespace so far.
+    Empty,
+}
+
+/// Readings from a byte stream, one at a time, in constant memory (besides the longest line).
+pub struct ReadingStream<R> {
+    input: R,
+    shape: Option<Shape>,
+    index: u64,
+    line: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl<R: BufRead> ReadingStream<R> {
+    /// Wraps a reader; nothing is read until the first call to `next`.
+    pub fn new(input: R) -> Self {
+        ReadingStream {
+            input,
+            shape: None,
+            index: 0,
+            line: 1,
+            buf: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The input's shape; `None` before the first reading was asked for.
+    pub fn shape(&self) -> Option<Shape> {
+        self.shape
+    }
+
+    /// Skips whitespace (counting lines) and returns the next byte without consuming it.
+    fn peek_non_ws(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let mut n = 0;
+            for &c in buf {
+                match c {
+                    b'\n' => self.line += 1,
+                    b' ' | b'\t' | b'\r' => {}
+                    _ => {
+                        self.input.consume(n);
+                        return Ok(Some(c));
+                    }
+                }
+                n += 1;
+            }
+            self.input.consume(n);
+        }
+    }
+
+    fn pos_at(&self, line: u64) -> Position {
+        Position {
+            index: self.index,
+            line: Some(line),
+        }
+    }
+
+    fn fail(&mut self, line: u64, e: ReadingError) -> Option<Parsed> {
+        let p = self.pos_at(line);
+        self.index += 1;
+        Some((p, Err(e)))
+    }
+
+    fn next_in_array(&mut self) -> Option<Parsed> {
+        let first = self.index == 0;
+        let c = match self.peek_non_ws() {
+            Ok(c) => c,
+            Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
+        };
+        match (c, first) {
+            (Some(b']'), _) => {
+                self.input.consume(1);
+                self.done = true;
+                return match self.peek_non_ws() {
+                    Ok(None) => None,
+                    _ => self.stop(ReadingError::Syntax(format!(
+                        "unexpected text after the array at line {}",
+                        self.line
+                    ))),
+                };
+            }
+            (Some(b','), false) => {
+                self.input.consume(1);
+            }
+            (Some(_), true) => {}
+            (Some(c), false) => {
+                return self.stop(ReadingError::Syntax(format!(
+                    "expected , or ] at line {}, found {:?}",
+                    self.line, c as char
+                )));
+            }
+            (None, _) => {
+                return self.stop(ReadingError::Syntax("the array is not closed".into()));
+            }
+        }
+        if let Err(e) = self.peek_non_ws() {
+            return self.stop(ReadingError::Syntax(e.to_string()));
+        }
+        let line = self.line;
+        let first_byte = match self.input.fill_buf() {
+            Ok(b) => b.first().copied(),
+            Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
+        };
+        if matches!(first_byte, Some(b'-' | b'0'..=b'9')) {
+            // serde_json would read one byte past a number and lose the separator: skip the
+            // number here instead, and report it.
+            loop {
+                let buf = match self.input.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
+                };
+                let n = buf
+                    .iter()
+                    .take_while(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .count();
+                let at_end = n < buf.len() || buf.is_empty();
+                self.input.consume(n);
+                if at_end {
+                    break;
+                }
+            }
+            return self.fail(line, not_object("a number"));
+        }
+        // serde_json reads any other value up to its closing byte and no further, so the
+        // stream is left at the separator. Lines inside the value are counted as they pass.
+        let mut counted = LineCounting {
+            inner: &mut self.input,
+            lines: 0,
+        };
+        let mut de = serde_json::Deserializer::from_reader(&mut counted);
+        let outcome = read_one(&mut de);
+        self.line += counted.lines;
+        match outcome {
+            Ok(reading) => {
+                let p = self.pos_at(line);
+                self.index += 1;
+                Some((p, reading))
+            }
+            Err(e) => {
+                self.done = true;
+                self.fail(line, e.into_error())
+            }
+        }
+    }
+
+    fn stop(&mut self, e: ReadingError) -> Option<Parsed> {
+        self.done = true;
+        let line = self.line;
+        self.fail(line, e)
+    }
+
+    fn next_object(&mut self) -> Option<Parsed> {
+        self.buf.clear();
+        let start_line = self.line;
+        loop {
+            match self.input.read_until(b'\n', &mut self.buf) {
+                Ok(0) => {
+                    self.done = true;
+                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    let text = std::mem::take(&mut self.buf);
+                    return self.finish_object(&text, start_line);
+                }
+                Ok(_) => {
+                    self.line += 1;
+                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        self.buf.clear();
+                        continue;
+                    }
+                    let mut de = serde_json::Deserializer::from_slice(&self.buf);
+                    match read_one(&mut de) {
+                        Ok(outcome) => {
+                            let outcome = de
+                                .end()
+                                .map_err(|e| ReadingError::Syntax(e.to_string()))
+                                .and_then(|()| outcome);
+                            let p = self.pos_at(start_line);
+                            self.index += 1;
+                            return Some((p, outcome));
+                        }
+                        // An object spread over several lines: read on.
+                        Err(e) if e.is_eof() => continue,
+                        Err(e) => return self.fail(start_line, e.into_error()),
+                    }
+                }
+                Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
+            }
+        }
+    }
+
+    fn finish_object(&mut self, text: &[u8], line: u64) -> Option<Parsed> {
+        let outcome = parse_reading(text);
+        let p = self.pos_at(line);
+        self.index += 1;
+        Some((p, outcome))
+    }
+}
+
+/// Counts the newlines that pass through a reader.
+struct LineCounting<'a, R> {
+    inner: &'a mut R,
+    lines: u64,
+}
+
+impl<R: BufRead> std::io::Read for LineCounting<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.lines += out[..n].iter().filter(|&&c| c == b'\n').count() as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> Iterator for ReadingStream<R> {
+    type Item = Parsed;
+
+    fn next(&mut self) -> Option<Parsed> {
+        if self.done {
+            return None;
+        }
+        let shape = match self.shape {
+            Some(s) => s,
+            None => {
+                let s = match self.peek_non_ws() {
+                    Ok(Some(b'[')) => {
+                        self.input.consume(1);
+                        Shape::Array
+                    }
+                    Ok(Some(_)) => Shape::Objects,
+                    Ok(None) => Shape::Empty,
+                    Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
+                };
+                self.shape = Some(s);
+                s
+            }
+        };
+        match shape {
+            Shape::Array => self.next_in_array(),
+            Shape::Objects => self.next_object(),
+            Shape::Empty => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Result<Reading, ReadingError> {
+        parse_reading(text.as_bytes())
+    }
+
+    fn num(name: &str, v: f64) -> Field {
+        Field {
+            name: ParamName::parse(name).unwrap(),
+            value: Value::Number(v),
+        }
+    }
+
+    fn state(name: &str, v: &str) -> Field {
+        Field {
+            name: ParamName::parse(name).unwrap(),
+            value: Value::State(v.into()),
+        }
+    }
+
+    #[test]
+    fn seed_format_is_accepted_as_is() {
+        let r = one(r#"{"timestamp": "2024-10-27T12:00:00", "temperature": 70, "speed": 30, "status": "RUNNING"}"#).unwrap();
+        assert_eq!(r.machine_id, None);
+        assert_eq!(
+            r.timestamp,
+            Some(Timestamp::parse("2024-10-27T12:00:00Z").unwrap())
+        );
+        assert_eq!(
+            r.fields,
+            vec![
+                num("temperature", 70.0),
+                num("speed", 30.0),
+                state("status", "RUNNING")
+            ]
+        );
+    }
+
+    #[test]
+    fn spec_example_with_machine_and_offset() {
+        let r = one(r#"{"machine_id": "press-01", "timestamp": "2026-11-28T06:30:00+01:00", "temperature": 71.5, "speed": 1480, "status": "RUNNING"}"#).unwrap();
+        assert_eq!(r.machine_id.unwrap().as_str(), "press-01");
+        assert_eq!(r.timestamp.unwrap().to_string(), "2026-11-28T05:30:00Z");
+        assert_eq!(r.fields[0], num("temperature", 71.5));
+    }
+
+    #[test]
+    fn timestamp_forms() {
+        let t = |s: &str| one(s).unwrap().timestamp.unwrap().to_string();
+        assert_eq!(t(r#"{"timestamp": 1732771800}"#), "2024-11-28T05:30:00Z");
+        assert_eq!(
+            t(r#"{"timestamp": 1732771800.5}"#),
+            "2024-11-28T05:30:00.500Z"
+        );
+        assert_eq!(
+            t(r#"{"timestamp": "2024-11-28T05:30:00Z"}"#),
+            "2024-11-28T05:30:00Z"
+        );
+        assert_eq!(
+            t(r#"{"timestamp": "2024-11-28T05:30:00"}"#),
+            "2024-11-28T05:30:00Z"
+        );
+        assert_eq!(
+            one(r#"{"timestamp": null, "x": 1}"#).unwrap().timestamp,
+            None
+        );
+        assert_eq!(one(r#"{"x": 1}"#).unwrap().timestamp, None);
+    }
+
+    #[test]
+    fn null_means_absent() {
+        let r = one(r#"{"a": null, "b": 2, "machine_id": null}"#).unwrap();
+        assert_eq!(r.fields, vec![num("b", 2.0)]);
+        assert_eq!(r.machine_id, None);
+    }
+
+    #[test]
+    fn escaped_strings_are_read() {
+        let r = one(r#"{"st\u0061tus": "RUN\"NING"}"#).unwrap();
+        assert_eq!(r.fields, vec![state("status", "RUN\"NING")]);
+    }
+
+    /// Each rejection of SPEC §1 with the field it must name.
+    #[test]
+    fn rejections_name_the_field() {
+        let long_state = format!(r#"{{"s": "{}"}}"#, "x".repeat(257));
+        let long_name = format!(r#"{{"{}": 1}}"#, "p".repeat(65));
+        let long_id = format!(r#"{{"machine_id": "{}"}}"#, "m".repeat(65));
+        let p65 = "p".repeat(65);
+        let cases: Vec<(&str, &str, &str)> = vec![
+            (r#"{"on": true}"#, "on", "boolean"),
+            (r#"{"list": [1, 2]}"#, "list", "array"),
+            (r#"{"obj": {"a": 1}}"#, "obj", "object"),
+            (r#"{"big": 1e400}"#, "big", "out of range"),
+            (r#"{"temperature_avg": 1}"#, "temperature_avg", "_avg"),
+            (r#"{"bad name": 1}"#, "bad name", "not allowed"),
+            (r#"{"": 1}"#, "", "1 to 64"),
+            (r#"{"é": 1}"#, "é", "not allowed"),
+            (&long_name, &p65, "1 to 64"),
+            (&long_state, "s", "longer than 256"),
+            (r#"{"machine_id": "press 01"}"#, "machine_id", "not allowed"),
+            (r#"{"machine_id": 7}"#, "machine_id", "must be a string"),
+            (r#"{"machine_id": ""}"#, "machine_id", "1 to 64"),
+            (&long_id, "machine_id", "1 to 64"),
+            (r#"{"timestamp": "noon"}"#, "timestamp", "not a time"),
+            (r#"{"timestamp": true}"#, "timestamp", "boolean"),
+            (r#"{"timestamp": 1e300}"#, "timestamp", "outside"),
+            (r#"{"a": 1, "a": 2}"#, "a", "twice"),
+        ];
+        for (input, field, reason) in cases {
+            let err = one(input).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{field:?}")),
+                "{input}: {msg} should name {field:?}"
+            );
+            assert!(msg.contains(reason), "{input}: {msg} should say {reason:?}");
+        }
+    }
+
+    #[test]
+    fn parameter_count_limit() {
+        let mut ok = String::from("{");
+        for i in 0..MAX_PARAMETERS {
+            ok.push_str(&format!("\"p{i}\": {i},"));
+        }
+        ok.push_str("\"machine_id\": \"m\"}");
+        assert_eq!(one(&ok).unwrap().fields.len(), MAX_PARAMETERS);
+        let too_many = ok.replace("{", "{\"extra\": 1, ");
+        assert!(
+            one(&too_many)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 256")
+        );
+    }
+
+    #[test]
+    fn non_objects_and_syntax_errors() {
+        assert!(matches!(one("[1]"), Err(ReadingError::Reading(_))));
+        assert!(matches!(one("42"), Err(ReadingError::Reading(_))));
+        assert!(matches!(one(r#"{"a": 1"#), Err(ReadingError::Syntax(_))));
+        assert!(matches!(one(r#"{"a": 1} x"#), Err(ReadingError::Syntax(_))));
+    }
+
+    fn stream(text: &str) -> Vec<(u64, Option<u64>, Result<Reading, String>)> {
+        parse_all(text.as_bytes())
+            .into_iter()
+            .map(|(p, r)| (p.index, p.line, r.map_err(|e| e.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn three_forms_give_the_same_readings() {
+        let object = r#"{"x": 1}"#;
+        let array = r#" [ {"x": 1}, {"x": 2} , {"x": 3}] "#;
+        let ndjson = "{\"x\": 1}\n\n{\"x\": 2}\r\n{\"x\": 3}";
+        let pretty = "{\n  \"x\": 1\n}\n{\n  \"x\": 2\n}\n";
+        let xs = |t: &str| -> Vec<f64> {
+            stream(t)
+                .into_iter()
+                .map(|(_, _, r)| match &r.unwrap().fields[0].value {
+                    Value::Number(v) => *v,
+                    Value::State(_) => f64::NAN,
+                })
+                .collect()
+        };
+        assert_eq!(xs(object), vec![1.0]);
+        assert_eq!(xs(array), vec![1.0, 2.0, 3.0]);
+        assert_eq!(xs(ndjson), vec![1.0, 2.0, 3.0]);
+        assert_eq!(xs(pretty), vec![1.0, 2.0]);
+        assert!(stream("").is_empty());
+        assert!(stream(" \n ").is_empty());
+        assert!(stream("[]").is_empty());
+    }
+
+    #[test]
+    fn ndjson_reports_positions_and_goes_on() {
+        let text = "{\"x\": 1}\n{\"x\": true}\n{\"x\": \n\n{broken}\n{\"x\": 4}\n";
+        let got = stream(text);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].2.is_ok());
+        assert_eq!((got[1].0, got[1].1), (1, Some(2)));
+        assert!(got[1].2.as_ref().unwrap_err().contains("\"x\""));
+        assert_eq!((got[2].0, got[2].1), (2, Some(3)));
+        assert!(got[2].2.is_err());
+        assert_eq!((got[3].0, got[3].1), (3, Some(6)));
+        assert!(got[3].2.is_ok());
+    }
+
+    #[test]
+    fn array_reports_invalid_reading_and_goes_on_but_stops_at_broken_json() {
+        let got = stream(r#"[{"x": 1}, {"x": false}, 7, {"x": 3}]"#);
+        assert_eq!(got.len(), 4);
+        assert!(got[1].2.as_ref().unwrap_err().contains("\"x\""));
+        assert!(got[2].2.as_ref().unwrap_err().contains("JSON object"));
+        assert!(got[3].2.is_ok());
+
+        let got = stream(r#"[{"x": 1}, {"x" 2}, {"x": 3}]"#);
+        assert_eq!(got.len(), 2);
+        assert!(got[1].2.is_err());
+
+        let got = stream(r#"[{"x": 1}"#);
+        assert_eq!(got.len(), 2);
+        assert!(got[1].2.as_ref().unwrap_err().contains("not closed"));
+
+        let got = stream(r#"[{"x": 1}] trailing"#);
+        assert!(
+            got.last()
+                .unwrap()
+                .2
+                .as_ref()
+                .unwrap_err()
+                .contains("after the array")
+        );
+    }
+}

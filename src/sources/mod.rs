@@ -1,0 +1,152 @@
+//! Where readings come from. Every kind of source is one file implementing [`Source`]: it
+//! sends [`Batch`]es of parsed readings into a channel until it ends or the channel closes.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::reading::Parsed;
+
+pub mod file;
+pub mod http_poll;
+pub mod simulate;
+
+/// Readings that arrived together (one poll, one file chunk), with their positions.
+#[derive(Debug)]
+pub struct Batch {
+    /// Each reading, or why it was rejected.
+    pub items: Vec<Parsed>,
+}
+
+/// Why a source could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source could not be opened at all (a missing file, a bad address).
+    #[error("{0}")]
+    Open(String),
+    /// The source broke while it was being read.
+    #[error("{0}")]
+    Read(String),
+}
+
+/// A stream of reading batches.
+pub trait Source: Send + 'static {
+    /// Sends batches into `out` until the source ends (Ok) or fails. A closed channel means
+    /// nobody listens any more: the source ends quietly.
+    fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
+}
+
+/// A source as named on the command line (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A file of readings.
+    File(PathBuf),
+    /// An `http(s)://` URL polled every interval.
+    HttpPoll(String),
+    /// The built-in simulator with this many machines.
+    Simulate(usize),
+    /// No source at all (`serve` with push only).
+    None,
+}
+
+/// Most machines the simulator will play.
+pub const MAX_SIMULATED_MACHINES: usize = 10_000;
+
+impl SourceSpec {
+    /// Reads `file.json`, `http(s)://…`, `simulate[:N]`, `none`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(SourceSpec::None);
+        }
+        if let Some(rest) = s.strip_prefix("simulate") {
+            let n = match rest.strip_prefix(':') {
+                None if rest.is_empty() => 3,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    format!("{s:?}: the machine count after simulate: must be a number")
+                })?,
+                None => return Err(format!("{s:?}: write simulate or simulate:MACHINES")),
+            };
+            if n == 0 || n > MAX_SIMULATED_MACHINES {
+                return Err(format!(
+                    "{s:?}: simulate takes 1 to {MAX_SIMULATED_MACHINES} machines"
+                ));
+            }
+            return Ok(SourceSpec::Simulate(n));
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+            return Ok(SourceSpec::HttpPoll(s.to_owned()));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "{scheme}:// sources are not supported by this build: use a file, http(s)://, or simulate"
+            ));
+        }
+        if s.is_empty() {
+            return Err("the source is empty: give a file, a URL or simulate".into());
+        }
+        Ok(SourceSpec::File(PathBuf::from(s)))
+    }
+
+    /// Builds the source, reading every `interval`.
+    pub fn build(&self, interval: Duration) -> Option<Box<dyn Source>> {
+        match self {
+            SourceSpec::File(path) => Some(Box::new(file::FileSource::new(path.clone(), interval))),
+            SourceSpec::HttpPoll(url) => {
+                Some(Box::new(http_poll::HttpPoll::new(url.clone(), interval)))
+            }
+            SourceSpec::Simulate(n) => Some(Box::new(simulate::Simulator::new(*n, interval))),
+            SourceSpec::None => None,
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::File(p) => write!(f, "{}", p.display()),
+            SourceSpec::HttpPoll(u) => f.write_str(u),
+            SourceSpec::Simulate(n) => write!(f, "simulate:{n}"),
+            SourceSpec::None => f.write_str("none"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(SourceSpec::parse("simulate"), Ok(SourceSpec::Simulate(3)));
+        assert_eq!(
+            SourceSpec::parse("simulate:50"),
+            Ok(SourceSpec::Simulate(50))
+        );
+        assert_eq!(SourceSpec::parse("none"), Ok(SourceSpec::None));
+        assert_eq!(
+            SourceSpec::parse("data.json"),
+            Ok(SourceSpec::File("data.json".into()))
+        );
+        assert!(matches!(
+            SourceSpec::parse("http://127.0.0.1:9/x"),
+            Ok(SourceSpec::HttpPoll(_))
+        ));
+        for bad in [
+            "simulate:0",
+            "simulate:x",
+            "simulated",
+            "ftp://x",
+            "http://",
+            "",
+        ] {
+            assert!(SourceSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
