@@ -4,6 +4,7 @@
 //! The pure core ([`timestamp`], [`reading`], [`window`], [`pipeline`]) does no I/O; everything
 //! that talks to the outside world is an adapter around it.
 
+pub mod analytics;
 pub mod cli;
 pub mod ingest;
 pub mod pipeline;

@@ -1,0 +1,1 @@
+//! Analytics over a series (SPEC §5). Being written.
