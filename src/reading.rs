@@ -51,21 +51,34 @@ impl ReadingError {
     }
 }
 
-fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
-}
+/// Which bytes may appear in names: `A–Z a–z 0–9 . _ -`. A table, because names are checked
+/// for every field of every reading.
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-';
+        c += 1;
+    }
+    t
+};
 
 fn check_name(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_NAME_LEN {
         return Err(format!(
             "must be 1 to {MAX_NAME_LEN} characters, got {}",
-            s.len()
+            s.chars().count()
         ));
     }
-    if let Some(c) = s.chars().find(|c| !c.is_ascii() || !is_name_char(*c as u8)) {
-        return Err(format!("{c:?} is not allowed: use A-Z a-z 0-9 . _ -"));
+    if s.bytes().all(|b| NAME_BYTES[usize::from(b)]) {
+        return Ok(());
     }
-    Ok(())
+    let bad = s
+        .chars()
+        .find(|c| !c.is_ascii() || !NAME_BYTES[*c as usize])
+        .unwrap_or('?');
+    Err(format!("{bad:?} is not allowed: use A-Z a-z 0-9 . _ -"))
 }
 
 /// A machine's identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`.
@@ -678,7 +691,7 @@ impl<R: BufRead> ReadingStream<R> {
                             let outcome = de
                                 .end()
                                 .map_err(|e| ReadingError::Syntax(e.to_string()))
-                                .and_then(|()| outcome);
+                                .and(outcome);
                             let p = self.pos_at(start_line);
                             self.index += 1;
                             return Some((p, outcome));

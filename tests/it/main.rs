@@ -1,0 +1,4 @@
+//! Integration tests: the real binary and the real router, over real sockets.
+//! One test binary with modules, so it links once.
+
+mod cli_ingest;
