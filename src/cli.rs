@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::reading::MachineId;
 use crate::sources::SourceSpec;
+use crate::store::StoreSpec;
 
 /// Machine telemetry in one binary: ingest readings, keep moving averages, track job status,
 /// answer analytics questions, store it all durably and show it live.
@@ -120,6 +121,10 @@ pub struct ServeArgs {
     /// Address and port to listen on. The default binds loopback only.
     #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db.
+    #[arg(long, env = "MILLWATCH_STORE", default_value = "memory", value_parser = StoreSpec::parse)]
+    pub store: StoreSpec,
 
     /// Time between readings of each source (the simulator: one reading per machine).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]

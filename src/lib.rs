@@ -5,10 +5,16 @@
 //! that talks to the outside world is an adapter around it.
 
 pub mod analytics;
+pub mod api;
 pub mod cli;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod reading;
+pub mod serve;
+pub mod service;
 pub mod sources;
+pub mod status;
+pub mod store;
 pub mod timestamp;
 pub mod window;

@@ -37,7 +37,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Analyze(_) | Command::Serve(_) => {
+        Command::Serve(args) => match runtime.block_on(millwatch::serve::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Analyze(_) => {
             eprintln!("error: this command is not built yet");
             ExitCode::FAILURE
         }

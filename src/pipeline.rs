@@ -17,6 +17,10 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 /// How many recent readings per machine are remembered to recognise duplicates.
 pub const DEFAULT_DEDUP_MEMORY: usize = 16_384;
 
+/// How many of each machine's last records a restarted service replays at least: enough to
+/// refill windows and to recognise re-sent readings.
+pub const DEFAULT_RECOVERY: usize = 1024;
+
 /// A reading with its machine, its time and the moving average of each numeric parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedRecord {

@@ -1,0 +1,168 @@
+//! The HTTP API of SPEC §4: an axum router over the [`Service`], built apart from `main` so
+//! that tests can drive it on a random port.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Service;
+
+mod data;
+mod error;
+mod events;
+mod meta;
+mod status;
+
+pub use error::{ApiError, ErrorBody};
+pub use meta::ApiDoc;
+
+/// Default largest request body: 16 MiB.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The pipeline, store and status book.
+    pub service: Arc<Service>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The largest body accepted.
+    pub max_body: usize,
+    /// Cancelled at shutdown, so that live streams end and the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State over `service` with the default body limit.
+    pub fn new(service: Arc<Service>) -> Self {
+        AppState {
+            service,
+            metrics: crate::metrics::handle(),
+            max_body: DEFAULT_MAX_BODY,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route("/data", get(data::list).fallback(wrong_method))
+        .route("/data/latest", get(data::latest).fallback(wrong_method))
+        .route(
+            "/ingest",
+            axum::routing::post(data::ingest).fallback(wrong_method),
+        )
+        .route(
+            "/status",
+            get(status::list).post(status::set).fallback(wrong_method),
+        )
+        .route(
+            "/status/history",
+            get(status::history).fallback(wrong_method),
+        )
+        .route(
+            "/status/{machine_id}",
+            get(status::one).fallback(wrong_method),
+        )
+        .route("/events", get(events::stream).fallback(wrong_method))
+        .route("/", get(meta::dashboard).fallback(wrong_method))
+        .route("/healthz", get(meta::healthz).fallback(wrong_method))
+        .route("/metrics", get(meta::metrics).fallback(wrong_method))
+        .route("/openapi.json", get(meta::openapi).fallback(wrong_method))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Ends the live event streams, which would otherwise hold the server open.
+            token.cancel();
+        })
+        .await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn wrong_method(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// Counts requests by route and code and times them.
+async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let code = response.status().as_u16().to_string();
+    metrics::counter!("millwatch_http_requests_total", "route" => route.clone(), "code" => code)
+        .increment(1);
+    metrics::histogram!("millwatch_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Parses a query string into `T`; errors name the parameter.
+pub(crate) fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+}
+
+/// The body of a request that must be JSON (or NDJSON): 415 for another content type, 413
+/// over the limit.
+pub(crate) fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        let ok = matches!(
+            essence,
+            "application/json" | "application/x-ndjson" | "application/jsonl" | "text/plain" | ""
+        ) || essence.ends_with("+json");
+        if !ok {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {essence:?} is not accepted: send application/json or application/x-ndjson"
+            )));
+        }
+    }
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(state.max_body)
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })
+}

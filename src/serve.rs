@@ -1,0 +1,117 @@
+//! `millwatch serve`: sources, pipeline, store and HTTP API in one process, until SIGINT or
+//! SIGTERM; then sources stop, in-flight requests finish and the store is flushed.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::cli::ServeArgs;
+use crate::pipeline::Pipeline;
+use crate::service::Service;
+use crate::sources::{Batch, SourceSpec};
+
+/// What stops `serve` from running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened or recovered.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The address could not be bound, or serving failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Runs the service until a shutdown signal.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let store = args.store.open().await?;
+    let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
+    let service = Service::start(pipeline, store).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", args.listen)))?;
+    let specs = if args.sources.is_empty() {
+        vec![SourceSpec::Simulate(3)]
+    } else {
+        args.sources
+    };
+    let mut sources = JoinSet::new();
+    for spec in specs {
+        if let Some(source) = spec.build(args.interval) {
+            let service = service.clone();
+            let name = spec.to_string();
+            tracing::info!(source = %name, "source started");
+            sources.spawn(feed(name, source, service));
+        }
+    }
+    let mut state = AppState::new(service.clone());
+    state.max_body = args.max_body;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    tracing::info!(store = ?args.store, "listening on http://{addr}");
+    api::run(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    tracing::info!("shutting down: stopping sources, flushing the store");
+    sources.shutdown().await;
+    service.store().close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Feeds one source into the service: valid readings are stored, invalid ones logged.
+async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Arc<Service>) {
+    let (tx, mut rx) = mpsc::channel::<Batch>(16);
+    let producer = tokio::spawn(source.run(tx));
+    while let Some(batch) = rx.recv().await {
+        let mut readings = Vec::with_capacity(batch.items.len());
+        let mut rejected = 0;
+        for (position, reading) in batch.items {
+            match reading {
+                Ok(r) => readings.push(r),
+                Err(e) => {
+                    rejected += 1;
+                    tracing::warn!(source = %name, "{position} rejected: {e}");
+                }
+            }
+        }
+        crate::metrics::readings(&name, "rejected", rejected);
+        match service.ingest(readings).await {
+            Ok(done) => {
+                crate::metrics::readings(&name, "accepted", done.stored);
+                crate::metrics::readings(&name, "duplicate", done.duplicates);
+            }
+            Err(e) => tracing::error!(source = %name, error = %e, "readings could not be stored"),
+        }
+    }
+    match producer.await {
+        Ok(Ok(())) => tracing::info!(source = %name, "source ended"),
+        Ok(Err(e)) => tracing::error!(source = %name, error = %e, "source failed"),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(source = %name, error = %e, "source task failed"),
+    }
+}
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

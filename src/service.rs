@@ -1,0 +1,254 @@
+//! The running service's core: one pipeline fed by every door (sources and HTTP push), the
+//! store behind it, the latest record of each machine, the status book, and a broadcast of
+//! everything that happens for live views.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::pipeline::{Outcome, Pipeline, ProcessedRecord};
+use crate::reading::{MachineId, Reading};
+use crate::status::{Decision, JobStatus, StatusBook, StatusChange, TransitionRefused};
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+
+/// How many events a live client may fall behind before it is dropped.
+pub const EVENT_BUFFER: usize = 4096;
+
+/// Something that happened, for `GET /events` and the dashboard.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new processed record.
+    Reading(Arc<ProcessedRecord>),
+    /// A status change.
+    Status(StatusChange),
+}
+
+/// What became of a batch of readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// New records stored.
+    pub stored: usize,
+    /// Readings already taken before.
+    pub duplicates: usize,
+}
+
+/// Why setting a status failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The lifecycle does not allow it.
+    #[error(transparent)]
+    Refused(#[from] TransitionRefused),
+    /// The store could not keep it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `POST /status` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAnswer {
+    /// The machine.
+    pub machine_id: MachineId,
+    /// Its status now.
+    pub status: JobStatus,
+    /// Its status before the request.
+    pub previous: JobStatus,
+    /// Since when it has the status now.
+    pub since: Option<Timestamp>,
+}
+
+/// The latest record of each machine, with the arrival number that made it the latest.
+type Latest = BTreeMap<MachineId, (u64, Arc<ProcessedRecord>)>;
+
+/// One pipeline and one store, shared by every source and request.
+pub struct Service {
+    // std Mutexes: nothing awaits while they are held.
+    pipeline: Mutex<(Pipeline, u64)>,
+    store: Arc<dyn Store>,
+    latest: RwLock<Latest>,
+    statuses: tokio::sync::Mutex<StatusBook>,
+    /// A copy of the book for readers, so that `GET /status` never waits for a store write.
+    status_view: RwLock<StatusBook>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Service {
+    /// Builds the service over `store`, first replaying what the store recovered, so that
+    /// averages, duplicates and statuses go on where they stopped.
+    pub async fn start(pipeline: Pipeline, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let mut pipeline = pipeline;
+        let recovery = store
+            .recovery(pipeline.window().max(crate::pipeline::DEFAULT_RECOVERY))
+            .await?;
+        for r in &recovery.records {
+            pipeline.restore(r);
+        }
+        let mut book = StatusBook::new();
+        for c in &recovery.statuses {
+            book.apply(c);
+        }
+        let latest = store
+            .latest()
+            .await?
+            .into_iter()
+            .map(|r| (r.machine_id.clone(), (0, r)))
+            .collect();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        tracing::info!(
+            records = recovery.records.len(),
+            statuses = recovery.statuses.len(),
+            "state recovered from the store"
+        );
+        Ok(Arc::new(Service {
+            pipeline: Mutex::new((pipeline, 1)),
+            store,
+            latest: RwLock::new(latest),
+            status_view: RwLock::new(book.clone()),
+            statuses: tokio::sync::Mutex::new(book),
+            events,
+        }))
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Subscribes to live events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The default machine of readings without `machine_id`.
+    pub fn default_machine(&self) -> MachineId {
+        self.lock_pipeline().0.default_machine().clone()
+    }
+
+    fn lock_pipeline(&self) -> std::sync::MutexGuard<'_, (Pipeline, u64)> {
+        self.pipeline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Processes valid readings and returns once the new records are durable. The order of
+    /// batches in the store is the order in which they went through the pipeline.
+    pub async fn ingest(&self, readings: Vec<Reading>) -> Result<Ingested, StoreError> {
+        let now = Timestamp::now();
+        let mut duplicates = 0;
+        let (records, first_seq, ack) = {
+            let mut guard = self.lock_pipeline();
+            let (pipeline, next_seq) = &mut *guard;
+            let mut records = Vec::with_capacity(readings.len());
+            for r in readings {
+                match pipeline.process(r, now) {
+                    Outcome::Record(rec) => records.push(Arc::new(rec)),
+                    Outcome::Duplicate => duplicates += 1,
+                }
+            }
+            let first_seq = *next_seq;
+            *next_seq += records.len() as u64;
+            let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
+            (records, first_seq, ack)
+        };
+        if let Some(ack) = ack {
+            ack.await?;
+        }
+        self.publish(&records, first_seq);
+        Ok(Ingested {
+            stored: records.len(),
+            duplicates,
+        })
+    }
+
+    fn publish(&self, records: &[Arc<ProcessedRecord>], first_seq: u64) {
+        if records.is_empty() {
+            return;
+        }
+        {
+            let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
+            for (i, r) in records.iter().enumerate() {
+                let seq = first_seq + i as u64;
+                // Batches committed together may wake in any order: keep the last arrived.
+                match latest.get_mut(&r.machine_id) {
+                    Some(slot) if slot.0 > seq => {}
+                    Some(slot) => *slot = (seq, r.clone()),
+                    None => {
+                        latest.insert(r.machine_id.clone(), (seq, r.clone()));
+                    }
+                }
+            }
+        }
+        if self.events.receiver_count() > 0 {
+            for r in records {
+                let _ = self.events.send(Event::Reading(r.clone()));
+            }
+        }
+    }
+
+    /// The latest record of each machine, sorted by machine id.
+    pub fn latest(&self) -> Vec<Arc<ProcessedRecord>> {
+        let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+        latest.values().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Machines known from records or statuses, sorted.
+    pub fn machines(&self) -> Vec<MachineId> {
+        let mut ids: Vec<MachineId> = {
+            let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+            latest.keys().cloned().collect()
+        };
+        ids.extend(self.status_view().all().into_iter().map(|(m, _, _)| m));
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// A snapshot of every machine's status.
+    pub fn status_view(&self) -> StatusBook {
+        self.status_view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One machine's status and since when (never set: IDLE, no time).
+    pub fn status_of(&self, machine: &MachineId) -> (JobStatus, Option<Timestamp>) {
+        self.status_view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(machine)
+    }
+
+    /// Moves a machine to `to` if the lifecycle allows it; stored before it is answered.
+    pub async fn set_status(
+        &self,
+        machine: MachineId,
+        to: JobStatus,
+    ) -> Result<StatusAnswer, StatusError> {
+        // A tokio Mutex: held across the store write so that changes of one machine are
+        // decided and stored in the same order.
+        let mut book = self.statuses.lock().await;
+        match book.decide(&machine, to, Timestamp::now())? {
+            Decision::Unchanged { status, since } => Ok(StatusAnswer {
+                machine_id: machine,
+                status,
+                previous: status,
+                since,
+            }),
+            Decision::Change(change) => {
+                self.store.append_status(change.clone()).await?;
+                book.apply(&change);
+                self.status_view
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&change);
+                let _ = self.events.send(Event::Status(change.clone()));
+                Ok(StatusAnswer {
+                    machine_id: change.machine_id,
+                    status: change.status,
+                    previous: change.previous,
+                    since: Some(change.since),
+                })
+            }
+        }
+    }
+}

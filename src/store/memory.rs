@@ -1,0 +1,165 @@
+//! A store in memory: fast, and gone with the process. For tests, demos and `--store memory`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use futures::FutureExt;
+
+use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
+use crate::pipeline::ProcessedRecord;
+use crate::reading::{MachineId, Value};
+use crate::status::StatusChange;
+use crate::timestamp::Timestamp;
+
+/// Records keyed by (time, arrival), so ranges come out ordered by time, ties by arrival.
+type Timeline = BTreeMap<(Timestamp, u64), Arc<ProcessedRecord>>;
+
+#[derive(Default)]
+struct Inner {
+    next_seq: u64,
+    all: Timeline,
+    by_machine: HashMap<MachineId, Timeline>,
+    latest: BTreeMap<MachineId, Arc<ProcessedRecord>>,
+    history: Vec<StatusChange>,
+}
+
+/// Keeps everything in ordered maps behind one lock.
+#[derive(Default)]
+pub struct MemoryStore {
+    // A std RwLock, not tokio's: nothing awaits while it is held.
+    inner: RwLock<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn bounds(
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+) -> ((Timestamp, u64), (Timestamp, u64)) {
+    (
+        (since.unwrap_or(Timestamp::MIN), 0),
+        (until.unwrap_or(Timestamp::MAX), u64::MAX),
+    )
+}
+
+/// The newest `limit` of a time range, oldest first.
+fn newest(
+    t: &Timeline,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: usize,
+) -> Vec<Arc<ProcessedRecord>> {
+    let (lo, hi) = bounds(since, until);
+    if lo > hi {
+        return Vec::new();
+    }
+    let mut v: Vec<_> = t
+        .range(lo..=hi)
+        .rev()
+        .take(limit)
+        .map(|(_, r)| r.clone())
+        .collect();
+    v.reverse();
+    v
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
+        let mut inner = self.write();
+        for r in records {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            let key = (r.timestamp, seq);
+            inner.all.insert(key, r.clone());
+            inner
+                .by_machine
+                .entry(r.machine_id.clone())
+                .or_default()
+                .insert(key, r.clone());
+            inner.latest.insert(r.machine_id.clone(), r);
+        }
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn append_status(&self, change: StatusChange) -> Ack {
+        self.write().history.push(change);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
+        let inner = self.read();
+        Ok(match &q.machine_id {
+            Some(m) => match inner.by_machine.get(m) {
+                Some(t) => newest(t, q.since, q.until, q.limit),
+                None => Vec::new(),
+            },
+            None => newest(&inner.all, q.since, q.until, q.limit),
+        })
+    }
+
+    async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
+        Ok(self.read().latest.values().cloned().collect())
+    }
+
+    async fn series(
+        &self,
+        machine_id: &MachineId,
+        parameter: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<ValueSeries, StoreError> {
+        let inner = self.read();
+        let mut out = ValueSeries::default();
+        let Some(t) = inner.by_machine.get(machine_id) else {
+            return Ok(out);
+        };
+        let (lo, hi) = bounds(since, until);
+        if lo > hi {
+            return Ok(out);
+        }
+        for ((ts, _), r) in t.range(lo..=hi) {
+            if let Some(Value::Number(v)) = r.get(parameter) {
+                out.timestamps.push(*ts);
+                out.values.push(*v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn status_history(
+        &self,
+        machine_id: Option<&MachineId>,
+        limit: usize,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let inner = self.read();
+        let mut v: Vec<StatusChange> = inner
+            .history
+            .iter()
+            .rev()
+            .filter(|c| machine_id.is_none_or(|m| &c.machine_id == m))
+            .take(limit)
+            .cloned()
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+
+    async fn recovery(&self, _per_machine: usize) -> Result<Recovery, StoreError> {
+        // Nothing survives a restart in memory.
+        Ok(Recovery::default())
+    }
+}

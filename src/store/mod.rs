@@ -1,0 +1,146 @@
+//! Where processed records and status changes are kept. Every store implements [`Store`]; the
+//! rest of the program knows only the trait.
+//!
+//! Ordering and durability are split on purpose: [`Store::append`] fixes the order of a batch
+//! the moment it is called (the caller holds the pipeline lock then, so the store sees batches
+//! in pipeline order), and the returned [`Ack`] resolves once the batch is durable. That lets
+//! many concurrent requests share one commit (group commit) without reordering anything.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::pipeline::ProcessedRecord;
+use crate::reading::MachineId;
+use crate::status::StatusChange;
+use crate::timestamp::Timestamp;
+
+pub mod memory;
+
+/// Resolves once what was handed to the store is durable (or failed to be).
+pub type Ack = BoxFuture<'static, Result<(), StoreError>>;
+
+/// What went wrong in a store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached now (a database restarting); worth retrying later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("store error: {0}")]
+    Failed(String),
+}
+
+/// Which records `GET /data` wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataQuery {
+    /// Only this machine.
+    pub machine_id: Option<MachineId>,
+    /// From this time on (inclusive).
+    pub since: Option<Timestamp>,
+    /// Up to this time (inclusive).
+    pub until: Option<Timestamp>,
+    /// At most this many: the newest ones, returned oldest first.
+    pub limit: usize,
+}
+
+/// A parameter's numeric values over time, for analytics: parallel arrays, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ValueSeries {
+    /// When each value was taken.
+    pub timestamps: Vec<Timestamp>,
+    /// The values.
+    pub values: Vec<f64>,
+}
+
+/// A place to keep records and status changes.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Takes a batch, all or nothing, in the order of calls; the `Ack` says when it is durable.
+    fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack;
+
+    /// Takes a status change; the `Ack` says when it is durable.
+    fn append_status(&self, change: StatusChange) -> Ack;
+
+    /// Records matching `q`, oldest first by time (ties in arrival order).
+    async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError>;
+
+    /// The latest record (last arrived) of each machine, sorted by machine id.
+    async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, StoreError>;
+
+    /// The numeric values of one parameter of one machine within the bounds (inclusive).
+    async fn series(
+        &self,
+        machine_id: &MachineId,
+        parameter: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<ValueSeries, StoreError>;
+
+    /// Status changes, oldest first; at most `limit`, the newest ones.
+    async fn status_history(
+        &self,
+        machine_id: Option<&MachineId>,
+        limit: usize,
+    ) -> Result<Vec<StatusChange>, StoreError>;
+
+    /// What a restarted service needs: for each machine, its last `per_machine` records in
+    /// arrival order (oldest first), and every machine's last status change.
+    async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError>;
+
+    /// Makes everything handed over durable and stops background work.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A store as named by `--store` (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// Kept in memory, lost at exit.
+    Memory,
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// Reads `memory`, `sqlite:PATH` or `postgres://…`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            Ok(StoreSpec::Memory)
+        } else if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("sqlite: needs a file name, as in sqlite:millwatch.db".into());
+            }
+            Ok(StoreSpec::Sqlite(path.into()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreSpec::Postgres(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a store: use sqlite:FILE, memory or postgres://…"
+            ))
+        }
+    }
+
+    /// Opens the store.
+    pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        match self {
+            StoreSpec::Memory => Ok(Arc::new(memory::MemoryStore::new())),
+            StoreSpec::Sqlite(_) | StoreSpec::Postgres(_) => Err(StoreError::Failed(
+                "this build has no durable store yet: use --store memory".into(),
+            )),
+        }
+    }
+}
+
+/// The state a store gives back at start: records to replay and the last status of each machine.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Records to replay through the pipeline, oldest first per machine.
+    pub records: Vec<ProcessedRecord>,
+    /// The latest status change of each machine.
+    pub statuses: Vec<StatusChange>,
+}
