@@ -349,10 +349,17 @@ impl JsonFailure {
     fn into_error(self) -> ReadingError {
         if self.key.is_empty() {
             ReadingError::Syntax(self.error.to_string())
-        } else {
+        } else if self.error.is_eof() {
+            let reason = format!("invalid JSON: {}", self.error);
             ReadingError::Field {
                 field: self.key,
-                reason: self.error.to_string(),
+                reason,
+            }
+        } else {
+            let reason = self.error.to_string();
+            ReadingError::Field {
+                field: self.key,
+                reason,
             }
         }
     }

@@ -1,4 +1,6 @@
 //! Integration tests: the real binary and the real router, over real sockets.
 //! One test binary with modules, so it links once.
 
+mod api;
 mod cli_ingest;
+mod support;
