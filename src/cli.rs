@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::reading::MachineId;
 use crate::sources::SourceSpec;
 use crate::store::StoreSpec;
+use crate::store::sqlite::Durability;
 
 /// Machine telemetry in one binary: ingest readings, keep moving averages, track job status,
 /// answer analytics questions, store it all durably and show it live.
@@ -83,8 +84,25 @@ pub struct IngestArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
+    /// Also keep the records in a store (sqlite:FILE, postgres://…): each record is printed
+    /// only once it is durable. Useful to backfill a file into the service's store.
+    #[arg(long, value_parser = StoreSpec::parse)]
+    pub store: Option<StoreSpec>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// How stores acknowledge writes: shared by `serve` and `ingest --store`.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// full: every acknowledged write is fsync'd and survives a power cut. process: writes
+    /// survive kill -9 of the process but not a power cut; faster.
+    #[arg(long, value_enum, env = "MILLWATCH_DURABILITY", default_value_t = Durability::Full)]
+    pub durability: Durability,
 }
 
 /// Arguments of `analyze`.
@@ -123,8 +141,16 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db.
-    #[arg(long, env = "MILLWATCH_STORE", default_value = "memory", value_parser = StoreSpec::parse)]
+    #[arg(long, env = "MILLWATCH_STORE", default_value = "sqlite:millwatch.db", value_parser = StoreSpec::parse)]
     pub store: StoreSpec,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Delete readings older than this (30d, 12h), in the background, in small steps.
+    /// Default: keep everything.
+    #[arg(long, value_parser = parse_duration)]
+    pub retention: Option<Duration>,
 
     /// Time between readings of each source (the simulator: one reading per machine).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]

@@ -1,12 +1,17 @@
-//! `millwatch ingest`: one source through the pipeline to stdout, one record per line.
+//! `millwatch ingest`: one source through the pipeline to stdout, one record per line; with
+//! `--store`, through the same service as `serve`, printing each record once it is durable.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::cli::IngestArgs;
-use crate::pipeline::{Outcome, Pipeline};
+use crate::pipeline::{Outcome, Pipeline, ProcessedRecord};
+use crate::reading::Reading;
+use crate::service::Service;
 use crate::sources::SourceError;
+use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
 /// How an ingestion ended, for the exit code.
@@ -24,6 +29,9 @@ pub enum IngestError {
     /// The source could not be opened or broke.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The store could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// stdout failed for another reason than a closed pipe.
     #[error("cannot write to stdout: {0}")]
     Output(io::Error),
@@ -32,13 +40,48 @@ pub enum IngestError {
     NoSource,
 }
 
+/// Where readings become records: a bare pipeline, or the service with its store.
+enum Processor {
+    Bare(Pipeline),
+    Stored(Arc<Service>),
+}
+
+impl Processor {
+    async fn process(
+        &mut self,
+        readings: Vec<Reading>,
+    ) -> Result<(Vec<Arc<ProcessedRecord>>, usize), StoreError> {
+        match self {
+            Processor::Bare(p) => {
+                let now = Timestamp::now();
+                let mut dups = 0;
+                let mut out = Vec::with_capacity(readings.len());
+                for r in readings {
+                    match p.process(r, now) {
+                        Outcome::Record(rec) => out.push(Arc::new(rec)),
+                        Outcome::Duplicate => dups += 1,
+                    }
+                }
+                Ok((out, dups))
+            }
+            Processor::Stored(s) => s.ingest_records(readings).await,
+        }
+    }
+}
+
 /// Runs `ingest` until the source ends, `--count` records were printed, or Ctrl-C.
 pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestError> {
     let source = args
         .source
         .build(args.interval)
         .ok_or(IngestError::NoSource)?;
-    let mut pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine);
+    let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine);
+    let mut processor = match &args.store {
+        None => Processor::Bare(pipeline),
+        Some(spec) => Processor::Stored(
+            Service::start(pipeline, spec.open(args.storage.durability).await?).await?,
+        ),
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let producer = tokio::spawn(source.run(tx));
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
@@ -54,29 +97,36 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
             b = rx.recv() => match b { Some(b) => b, None => break },
             _ = &mut ctrl_c => { interrupted = true; break }
         };
-        let now = Timestamp::now();
+        let mut readings = Vec::with_capacity(batch.items.len());
         for (position, reading) in batch.items {
             match reading {
-                Ok(reading) => match pipeline.process(reading, now) {
-                    Outcome::Record(record) => {
-                        let written = serde_json::to_writer(&mut out, &record)
-                            .map_err(io::Error::from)
-                            .and_then(|()| out.write_all(b"\n"));
-                        if let Err(e) = written {
-                            return stdout_failed(e);
-                        }
-                        printed += 1;
-                        if printed == limit {
-                            break 'outer;
-                        }
-                    }
-                    Outcome::Duplicate => duplicates += 1,
-                },
+                Ok(r) => readings.push(r),
                 Err(e) => {
                     rejected += 1;
-                    tracing::warn!("{} rejected: {e}", position);
+                    tracing::warn!("{position} rejected: {e}");
                 }
             }
+        }
+        // Never take more readings than records still wanted: with a store, whatever is
+        // processed is stored, and stored records should all have been printed.
+        while !readings.is_empty() {
+            let wanted = usize::try_from(limit - printed).unwrap_or(usize::MAX);
+            let rest = readings.split_off(wanted.min(readings.len()));
+            let (records, dups) = processor.process(readings).await?;
+            duplicates += dups as u64;
+            for record in records {
+                let written = serde_json::to_writer(&mut out, record.as_ref())
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                if let Err(e) = written {
+                    return stdout_failed(e);
+                }
+                printed += 1;
+            }
+            if printed == limit {
+                break 'outer;
+            }
+            readings = rest;
         }
         if let Err(e) = out.flush() {
             return stdout_failed(e);
@@ -86,6 +136,9 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
         return stdout_failed(e);
     }
     drop(rx);
+    if let Processor::Stored(s) = &processor {
+        s.store().close().await?;
+    }
     tracing::info!(printed, duplicates, rejected, "ingest finished");
     if printed < limit && !interrupted {
         // The source ended by itself: report how, and whether it lost readings.

@@ -25,7 +25,7 @@ pub enum ServeError {
 
 /// Runs the service until a shutdown signal.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    let store = args.store.open().await?;
+    let store = args.store.open(args.storage.durability).await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -44,6 +44,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             tracing::info!(source = %name, "source started");
             sources.spawn(feed(name, source, service));
         }
+    }
+    if let Some(keep) = args.retention {
+        sources.spawn(retention(service.clone(), keep));
     }
     let mut state = AppState::new(service.clone());
     state.max_body = args.max_body;
@@ -91,6 +94,25 @@ async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Ar
         Ok(Err(e)) => tracing::error!(source = %name, error = %e, "source failed"),
         Err(e) if e.is_cancelled() => {}
         Err(e) => tracing::error!(source = %name, error = %e, "source task failed"),
+    }
+}
+
+/// Deletes old records every minute (and once at start), in small steps.
+async fn retention(service: Arc<Service>, keep: std::time::Duration) {
+    let keep_nanos = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = crate::timestamp::Timestamp::from_nanos(
+            crate::timestamp::Timestamp::now()
+                .as_nanos()
+                .saturating_sub(keep_nanos),
+        );
+        match service.store().retain(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, before = %cutoff, "retention deleted old records"),
+            Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+        }
     }
 }
 

@@ -132,6 +132,18 @@ impl Service {
     /// Processes valid readings and returns once the new records are durable. The order of
     /// batches in the store is the order in which they went through the pipeline.
     pub async fn ingest(&self, readings: Vec<Reading>) -> Result<Ingested, StoreError> {
+        let (records, duplicates) = self.ingest_records(readings).await?;
+        Ok(Ingested {
+            stored: records.len(),
+            duplicates,
+        })
+    }
+
+    /// As [`Service::ingest`], returning the new records themselves and the duplicate count.
+    pub async fn ingest_records(
+        &self,
+        readings: Vec<Reading>,
+    ) -> Result<(Vec<Arc<ProcessedRecord>>, usize), StoreError> {
         let now = Timestamp::now();
         let mut duplicates = 0;
         let (records, first_seq, ack) = {
@@ -153,10 +165,7 @@ impl Service {
             ack.await?;
         }
         self.publish(&records, first_seq);
-        Ok(Ingested {
-            stored: records.len(),
-            duplicates,
-        })
+        Ok((records, duplicates))
     }
 
     fn publish(&self, records: &[Arc<ProcessedRecord>], first_seq: u64) {

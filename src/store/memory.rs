@@ -158,6 +158,17 @@ impl Store for MemoryStore {
         Ok(v)
     }
 
+    async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut inner = self.write();
+        let keep = inner.all.split_off(&(cutoff, 0));
+        let gone = std::mem::replace(&mut inner.all, keep);
+        for t in inner.by_machine.values_mut() {
+            let keep = t.split_off(&(cutoff, 0));
+            *t = keep;
+        }
+        Ok(gone.len())
+    }
+
     async fn recovery(&self, _per_machine: usize) -> Result<Recovery, StoreError> {
         // Nothing survives a restart in memory.
         Ok(Recovery::default())

@@ -15,7 +15,9 @@ use crate::reading::MachineId;
 use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
+pub mod codec;
 pub mod memory;
+pub mod sqlite;
 
 /// Resolves once what was handed to the store is durable (or failed to be).
 pub type Ack = BoxFuture<'static, Result<(), StoreError>>;
@@ -88,6 +90,10 @@ pub trait Store: Send + Sync + 'static {
     /// arrival order (oldest first), and every machine's last status change.
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError>;
 
+    /// Deletes records older than `cutoff`, in small steps; returns how many units (records
+    /// or chunks) went.
+    async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
+
     /// Makes everything handed over durable and stops background work.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
@@ -126,11 +132,12 @@ impl StoreSpec {
     }
 
     /// Opens the store.
-    pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+    pub async fn open(&self, durability: sqlite::Durability) -> Result<Arc<dyn Store>, StoreError> {
         match self {
             StoreSpec::Memory => Ok(Arc::new(memory::MemoryStore::new())),
-            StoreSpec::Sqlite(_) | StoreSpec::Postgres(_) => Err(StoreError::Failed(
-                "this build has no durable store yet: use --store memory".into(),
+            StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, durability)?)),
+            StoreSpec::Postgres(_) => Err(StoreError::Failed(
+                "this build cannot reach PostgreSQL yet: use sqlite:FILE or memory".into(),
             )),
         }
     }
