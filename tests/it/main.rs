@@ -3,4 +3,6 @@
 
 mod api;
 mod cli_ingest;
+mod crash;
+mod stores;
 mod support;

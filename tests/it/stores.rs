@@ -1,0 +1,284 @@
+//! One suite, every store: append, ranges and limits, latest, status history, atomic batches,
+//! duplicates and restart recovery.
+
+use std::sync::Arc;
+
+use millwatch::pipeline::{Pipeline, ProcessedRecord};
+use millwatch::reading::{MachineId, parse_reading};
+use millwatch::service::Service;
+use millwatch::status::JobStatus;
+use millwatch::store::memory::MemoryStore;
+use millwatch::store::sqlite::{Durability, SqliteStore};
+use millwatch::store::{DataQuery, Store};
+use millwatch::timestamp::Timestamp;
+
+fn m(s: &str) -> MachineId {
+    MachineId::parse(s).unwrap()
+}
+
+fn reading(json: &str) -> millwatch::reading::Reading {
+    parse_reading(json.as_bytes()).unwrap()
+}
+
+async fn service(store: Arc<dyn Store>) -> Arc<Service> {
+    Service::start(Pipeline::new(3, m("machine-1")), store)
+        .await
+        .unwrap()
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_nanos(secs * 1_000_000_000)
+}
+
+fn xs(records: &[Arc<ProcessedRecord>]) -> Vec<f64> {
+    records
+        .iter()
+        .map(|r| match r.get("x") {
+            Some(millwatch::reading::Value::Number(v)) => *v,
+            _ => f64::NAN,
+        })
+        .collect()
+}
+
+/// The generic body every store must pass.
+pub async fn suite(store: Arc<dyn Store>) {
+    let svc = service(store.clone()).await;
+    // Two machines, times out of arrival order for one of them.
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        let machine = if i % 2 == 0 { "a" } else { "b" };
+        let ts = if machine == "b" { 100 - i } else { i };
+        batch.push(reading(&format!(
+            r#"{{"machine_id": "{machine}", "timestamp": {ts}, "x": {i}}}"#
+        )));
+    }
+    let done = svc.ingest(batch).await.unwrap();
+    assert_eq!((done.stored, done.duplicates), (20, 0));
+
+    let q =
+        |machine: Option<&str>, since: Option<i64>, until: Option<i64>, limit: usize| DataQuery {
+            machine_id: machine.map(m),
+            since: since.map(t),
+            until: until.map(t),
+            limit,
+        };
+    // Oldest first by time.
+    let a = store.query(q(Some("a"), None, None, 100)).await.unwrap();
+    assert_eq!(xs(&a), vec![0., 2., 4., 6., 8., 10., 12., 14., 16., 18.]);
+    let b = store.query(q(Some("b"), None, None, 100)).await.unwrap();
+    assert_eq!(xs(&b), vec![19., 17., 15., 13., 11., 9., 7., 5., 3., 1.]);
+    // The newest `limit`, across machines, bounds inclusive.
+    assert_eq!(
+        xs(&store.query(q(None, None, None, 3)).await.unwrap()),
+        vec![5., 3., 1.]
+    );
+    assert_eq!(
+        xs(&store
+            .query(q(Some("a"), Some(4), Some(8), 100))
+            .await
+            .unwrap()),
+        vec![4., 6., 8.]
+    );
+    assert_eq!(
+        xs(&store
+            .query(q(Some("a"), Some(4), Some(8), 2))
+            .await
+            .unwrap()),
+        vec![6., 8.]
+    );
+    assert!(
+        store
+            .query(q(Some("a"), Some(8), Some(4), 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .query(q(Some("zzz"), None, None, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .query(q(None, None, None, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Latest: the last arrived per machine, sorted by machine.
+    let latest = store.latest().await.unwrap();
+    assert_eq!(
+        latest
+            .iter()
+            .map(|r| r.machine_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert_eq!(xs(&latest), vec![18., 19.]);
+
+    // A series for analytics, ordered by time.
+    let s = store.series(&m("b"), "x", Some(t(85)), None).await.unwrap();
+    assert_eq!(s.values, vec![15., 13., 11., 9., 7., 5., 3., 1.]);
+    assert_eq!(s.timestamps.first(), Some(&t(85)));
+    assert!(
+        store
+            .series(&m("b"), "nothing", None, None)
+            .await
+            .unwrap()
+            .values
+            .is_empty()
+    );
+
+    // Duplicates: the same batch again stores nothing.
+    let again = svc
+        .ingest(vec![reading(
+            r#"{"machine_id": "a", "timestamp": 0, "x": 0}"#,
+        )])
+        .await
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+    assert_eq!(
+        store
+            .query(q(Some("a"), None, None, 100))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+
+    // Status history, oldest first, newest `limit`, per machine.
+    for (machine, st) in [
+        ("a", JobStatus::Started),
+        ("a", JobStatus::Running),
+        ("b", JobStatus::Running),
+    ] {
+        svc.set_status(m(machine), st).await.unwrap();
+    }
+    let h = store.status_history(None, 100).await.unwrap();
+    assert_eq!(
+        h.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![JobStatus::Started, JobStatus::Running, JobStatus::Running]
+    );
+    let h = store.status_history(Some(&m("a")), 1).await.unwrap();
+    assert_eq!(
+        (h.len(), h[0].status, h[0].previous),
+        (1, JobStatus::Running, JobStatus::Started)
+    );
+
+    // Concurrent batches: each lands whole, none is lost.
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch = (0..50)
+                .map(|i| {
+                    reading(&format!(
+                        r#"{{"machine_id": "c{k}", "timestamp": {i}, "x": {i}}}"#
+                    ))
+                })
+                .collect();
+            svc.ingest(batch).await.unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().stored, 50);
+    }
+    for k in 0..8 {
+        let got = store
+            .query(q(Some(&format!("c{k}")), None, None, 1000))
+            .await
+            .unwrap();
+        assert_eq!(xs(&got), (0..50).map(f64::from).collect::<Vec<_>>());
+    }
+
+    // Retention removes what is old and keeps the rest.
+    store.retain(t(50)).await.unwrap();
+    assert!(
+        store
+            .query(q(Some("a"), None, None, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .query(q(Some("b"), None, None, 100))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_suite() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db"), Durability::Full).unwrap();
+    suite(Arc::new(store)).await;
+}
+
+/// After a restart on the same file: records, averages, duplicates and statuses go on.
+#[tokio::test]
+async fn sqlite_restart_recovers_windows_duplicates_and_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let stream: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"machine_id": "p", "timestamp": {i}, "x": {}}}"#, i * i))
+        .collect();
+    // Without a restart.
+    let whole = service(Arc::new(MemoryStore::new())).await;
+    for r in &stream {
+        whole.ingest(vec![reading(r)]).await.unwrap();
+    }
+    let next = r#"{"machine_id": "p", "timestamp": 100, "x": 7}"#;
+    let (want, _) = whole.ingest_records(vec![reading(next)]).await.unwrap();
+
+    // With a restart after 6 readings.
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+        let svc = service(store.clone()).await;
+        for r in &stream[..6] {
+            svc.ingest(vec![reading(r)]).await.unwrap();
+        }
+        svc.set_status(m("p"), JobStatus::Running).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+    let svc = service(store.clone()).await;
+    assert_eq!(svc.status_of(&m("p")).0, JobStatus::Running);
+    // Re-sent readings from before the restart are duplicates.
+    let again = svc
+        .ingest(stream[..6].iter().map(|r| reading(r)).collect())
+        .await
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 6));
+    for r in &stream[6..] {
+        svc.ingest(vec![reading(r)]).await.unwrap();
+    }
+    let (got, _) = svc.ingest_records(vec![reading(next)]).await.unwrap();
+    assert_eq!(got[0].averages, want[0].averages);
+    assert_eq!(svc.latest()[0].timestamp, t(100));
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(SqliteStore::open(&path, Durability::Full).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path, Durability::Full)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("newer millwatch"), "{err}");
+}
