@@ -2,7 +2,7 @@
 //! parameter moves its (machine, parameter) window, and a reading already taken is recognised
 //! as a duplicate and goes no further.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use compact_str::CompactString;
@@ -14,8 +14,9 @@ use crate::window::MovingAverage;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// How many recent readings per machine are remembered to recognise duplicates.
-pub const DEFAULT_DEDUP_MEMORY: usize = 16_384;
+/// How many recent readings per machine are remembered to recognise duplicates: at least
+/// half of this, at most all of it.
+pub const DEFAULT_DEDUP_MEMORY: usize = 32_768;
 
 /// How many of each machine's last records a restarted service replays at least: enough to
 /// refill windows and to recognise re-sent readings.
@@ -111,24 +112,28 @@ pub enum Outcome {
     Duplicate,
 }
 
-/// A bounded memory of fingerprints of recent readings, oldest forgotten first.
+/// A bounded memory of fingerprints of recent readings, in two generations: new fingerprints
+/// go into `current`; when it holds `limit / 2`, `previous` is dropped and `current` takes its
+/// place. Nothing is ever removed one by one (removals leave tombstones that make a hash set
+/// rehash), and at least the last `limit / 2` readings are always remembered.
 #[derive(Debug, Clone, Default)]
 struct RecentSet {
-    set: HashSet<u128, foldhash::fast::FixedState>,
-    order: VecDeque<u128>,
+    current: HashSet<Fingerprint, foldhash::fast::FixedState>,
+    previous: HashSet<Fingerprint, foldhash::fast::FixedState>,
 }
+
+/// A reading's time (exact) and a 64-bit hash of its fields.
+type Fingerprint = (i64, u64);
 
 impl RecentSet {
     /// Remembers `fp`; false when it was already known.
-    fn insert(&mut self, fp: u128, limit: usize) -> bool {
-        if !self.set.insert(fp) {
+    fn insert(&mut self, fp: Fingerprint, limit: usize) -> bool {
+        if self.previous.contains(&fp) || !self.current.insert(fp) {
             return false;
         }
-        self.order.push_back(fp);
-        if self.order.len() > limit {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.current.len() >= (limit / 2).max(1) {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         true
     }
@@ -150,27 +155,22 @@ pub struct Pipeline {
     machines: FastMap<MachineId, MachineState>,
 }
 
-/// Two independent 64-bit hashes of a reading, order of fields not mattering.
-fn fingerprint(ts: Timestamp, fields: &[Field]) -> u128 {
-    const SEEDS: [u64; 2] = [0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f];
-    let mut out = 0u128;
-    for (k, seed) in SEEDS.into_iter().enumerate() {
-        let state = foldhash::fast::FixedState::with_seed(seed);
-        let mut acc = state.hash_one(ts.as_nanos());
-        for f in fields {
-            let mut h = state.build_hasher();
-            f.name.as_str().hash(&mut h);
-            match &f.value {
-                // Bits, so that 0.0 and -0.0 differ as the readings do; all values are finite.
-                Value::Number(v) => (0u8, v.to_bits()).hash(&mut h),
-                Value::State(s) => (1u8, s.as_str()).hash(&mut h),
-            }
-            // Sum of per-field hashes: the same reading with its fields reordered matches.
-            acc = acc.wrapping_add(h.finish());
+/// A reading's fingerprint: its exact time and a hash of its fields, in any order.
+fn fingerprint(ts: Timestamp, fields: &[Field]) -> Fingerprint {
+    let state = foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15);
+    let mut acc = 0u64;
+    for f in fields {
+        let mut h = state.build_hasher();
+        f.name.as_str().hash(&mut h);
+        match &f.value {
+            // Bits, so that 0.0 and -0.0 differ as the readings do; all values are finite.
+            Value::Number(v) => (0u8, v.to_bits()).hash(&mut h),
+            Value::State(s) => (1u8, s.as_str()).hash(&mut h),
         }
-        out |= u128::from(acc) << (64 * k);
+        // A sum of per-field hashes: the same reading with its fields reordered matches.
+        acc = acc.wrapping_add(h.finish());
     }
-    out
+    (ts.as_nanos(), acc)
 }
 
 impl Pipeline {
@@ -357,6 +357,21 @@ mod tests {
             panic!()
         };
         assert_eq!(r.averages, vec![(2.0 + 1.0 + 1.0 + 1.0 + 4.0) / 5.0]);
+    }
+
+    #[test]
+    fn duplicate_memory_is_bounded_and_keeps_the_latest_half() {
+        let mut set = RecentSet::default();
+        for i in 0..1000 {
+            assert!(set.insert((i, 0), 100));
+        }
+        assert!(set.current.len() + set.previous.len() <= 100);
+        // The last 50 are always remembered.
+        for i in 950..1000 {
+            assert!(!set.insert((i, 0), 100), "{i} forgotten");
+        }
+        // Long gone ones are new again.
+        assert!(set.insert((3, 0), 100));
     }
 
     #[test]
