@@ -219,6 +219,101 @@ pub fn values_of(
     Ok(())
 }
 
+/// A machine id read back from a store (checked again: the file may come from elsewhere).
+pub fn machine_id(s: &str) -> Result<MachineId, super::StoreError> {
+    MachineId::parse(s)
+        .map_err(|e| super::StoreError::Failed(format!("stored machine id {s:?}: {e}")))
+}
+
+/// The last `n` records by arrival, oldest first: what recovery replays.
+pub fn last_by_arrival(
+    mut records: Vec<StoredRecord>,
+    n: usize,
+) -> impl Iterator<Item = ProcessedRecord> {
+    records.sort_by_key(|r| r.seq);
+    let skip = records.len().saturating_sub(n);
+    records.into_iter().skip(skip).map(|r| r.record)
+}
+
+/// A record ordered by (time, arrival), reversed: the heap's top is the oldest kept.
+struct ByTime(StoredRecord);
+
+impl ByTime {
+    fn key(&self) -> (Timestamp, u64) {
+        (self.0.record.timestamp, self.0.seq)
+    }
+}
+impl PartialEq for ByTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for ByTime {}
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByTime {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// Collects the newest `limit` records within bounds from chunks fed newest-first (by their
+/// latest time), and says when no further chunk can matter.
+pub struct Newest {
+    heap: std::collections::BinaryHeap<ByTime>,
+    limit: usize,
+    since: Timestamp,
+    until: Timestamp,
+}
+
+impl Newest {
+    /// Keeps at most `limit` records with `since <= time <= until`.
+    pub fn new(limit: usize, since: Timestamp, until: Timestamp) -> Self {
+        Newest {
+            heap: std::collections::BinaryHeap::new(),
+            limit,
+            since,
+            until,
+        }
+    }
+
+    /// Whether a chunk whose latest record is at `ts_max` can still change the result.
+    pub fn wants(&self, ts_max: Timestamp) -> bool {
+        self.limit > 0
+            && (self.heap.len() < self.limit
+                || self
+                    .heap
+                    .peek()
+                    .is_none_or(|oldest| ts_max >= oldest.key().0))
+    }
+
+    /// Takes the records of one chunk.
+    pub fn add(&mut self, machine_id: &MachineId, chunk: &[u8]) -> Result<(), CodecError> {
+        for r in decode(machine_id, chunk)? {
+            if r.record.timestamp < self.since || r.record.timestamp > self.until {
+                continue;
+            }
+            self.heap.push(ByTime(r));
+            if self.heap.len() > self.limit {
+                self.heap.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// The records kept, oldest first.
+    pub fn finish(self) -> Vec<std::sync::Arc<ProcessedRecord>> {
+        let mut out: Vec<StoredRecord> = self.heap.into_iter().map(|b| b.0).collect();
+        out.sort_by_key(|r| (r.record.timestamp, r.seq));
+        out.into_iter()
+            .map(|r| std::sync::Arc::new(r.record))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

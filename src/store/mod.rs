@@ -17,6 +17,7 @@ use crate::timestamp::Timestamp;
 
 pub mod codec;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 /// Resolves once what was handed to the store is durable (or failed to be).
@@ -53,6 +54,17 @@ pub struct ValueSeries {
     pub timestamps: Vec<Timestamp>,
     /// The values.
     pub values: Vec<f64>,
+}
+
+impl ValueSeries {
+    /// Orders (time, arrival, value) points by time, ties by arrival, and splits them.
+    pub fn from_points(mut points: Vec<(Timestamp, u64, f64)>) -> Self {
+        points.sort_unstable_by_key(|(ts, seq, _)| (*ts, *seq));
+        ValueSeries {
+            timestamps: points.iter().map(|p| p.0).collect(),
+            values: points.iter().map(|p| p.2).collect(),
+        }
+    }
 }
 
 /// A place to keep records and status changes.
@@ -136,9 +148,7 @@ impl StoreSpec {
         match self {
             StoreSpec::Memory => Ok(Arc::new(memory::MemoryStore::new())),
             StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, durability)?)),
-            StoreSpec::Postgres(_) => Err(StoreError::Failed(
-                "this build cannot reach PostgreSQL yet: use sqlite:FILE or memory".into(),
-            )),
+            StoreSpec::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Records are kept in chunks (see [`super::codec`]): one row per machine per commit.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, StoredRecord};
+use super::codec::{self, Newest, StoredRecord, machine_id};
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
@@ -347,12 +347,8 @@ impl Writer {
     }
 }
 
-fn machine(s: &str) -> Result<MachineId, StoreError> {
-    MachineId::parse(s).map_err(|e| StoreError::Failed(format!("stored machine id {s:?}: {e}")))
-}
-
-fn decode_row(machine_id: &str, data: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
-    codec::decode(&machine(machine_id)?, data).map_err(failed)
+fn decode_row(m: &str, data: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
+    codec::decode(&machine_id(m)?, data).map_err(failed)
 }
 
 fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
@@ -361,37 +357,11 @@ fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String
 
 fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange, StoreError> {
     Ok(StatusChange {
-        machine_id: machine(&m)?,
+        machine_id: machine_id(&m)?,
         status: JobStatus::parse(&s).map_err(failed)?,
         previous: JobStatus::parse(&p).map_err(failed)?,
         since: Timestamp::from_nanos(t),
     })
-}
-
-/// A record ordered by (time, arrival), for the newest-`limit` heap.
-struct ByTime(StoredRecord);
-
-impl PartialEq for ByTime {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-impl Eq for ByTime {}
-impl PartialOrd for ByTime {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for ByTime {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Reversed: BinaryHeap is a max-heap and we want to drop the oldest first.
-        other.key().cmp(&self.key())
-    }
-}
-impl ByTime {
-    fn key(&self) -> (Timestamp, u64) {
-        (self.0.record.timestamp, self.0.seq)
-    }
 }
 
 #[async_trait::async_trait]
@@ -435,29 +405,16 @@ impl Store for SqliteStore {
             let mut rows = stmt
                 .query(params![since.as_nanos(), until.as_nanos(), machine])
                 .map_err(failed)?;
-            let mut heap: BinaryHeap<ByTime> = BinaryHeap::new();
+            let mut newest = Newest::new(q.limit, since, until);
             while let Some(row) = rows.next().map_err(failed)? {
-                let ts_max = Timestamp::from_nanos(row.get(1).map_err(failed)?);
-                if heap.len() == q.limit
-                    && heap.peek().is_some_and(|oldest| ts_max < oldest.key().0)
-                {
+                if !newest.wants(Timestamp::from_nanos(row.get(1).map_err(failed)?)) {
                     break; // every later chunk is older than everything kept
                 }
                 let m: String = row.get(0).map_err(failed)?;
-                let data: Vec<u8> = row.get(2).map_err(failed)?;
-                for r in decode_row(&m, &data)? {
-                    if r.record.timestamp < since || r.record.timestamp > until {
-                        continue;
-                    }
-                    heap.push(ByTime(r));
-                    if heap.len() > q.limit {
-                        heap.pop();
-                    }
-                }
+                let data = row.get_ref(2).map_err(failed)?.as_blob().map_err(failed)?;
+                newest.add(&machine_id(&m)?, data).map_err(failed)?;
             }
-            let mut out: Vec<StoredRecord> = heap.into_iter().map(|b| b.0).collect();
-            out.sort_by_key(|r| (r.record.timestamp, r.seq));
-            Ok(out.into_iter().map(|r| Arc::new(r.record)).collect())
+            Ok(newest.finish())
         })
         .await
     }
@@ -505,11 +462,7 @@ impl Store for SqliteStore {
                 let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
                 codec::values_of(data, &parameter, since, until, &mut points).map_err(failed)?;
             }
-            points.sort_unstable_by_key(|(ts, seq, _)| (*ts, *seq));
-            Ok(ValueSeries {
-                timestamps: points.iter().map(|p| p.0).collect(),
-                values: points.iter().map(|p| p.2).collect(),
-            })
+            Ok(ValueSeries::from_points(points))
         })
         .await
     }
@@ -562,9 +515,7 @@ impl Store for SqliteStore {
                         break;
                     }
                 }
-                mine.sort_by_key(|r| r.seq);
-                let skip = mine.len().saturating_sub(per_machine);
-                records.extend(mine.into_iter().skip(skip).map(|r| r.record));
+                records.extend(codec::last_by_arrival(mine, per_machine));
             }
             let mut stmt = conn
                 .prepare(

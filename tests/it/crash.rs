@@ -52,10 +52,25 @@ pub fn start_server(store: &str) -> (Child, String) {
 const WINDOW: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loses_nothing_acknowledged() {
+async fn sigkill_loses_nothing_acknowledged_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", dir.path().join("crash.db").display());
-    let (mut child, base) = start_server(&store);
+    sigkill_loses_nothing_acknowledged(&format!(
+        "sqlite:{}",
+        dir.path().join("crash.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_acknowledged_postgres() {
+    let Some(url) = crate::pg::fresh_schema("crash").await else {
+        return;
+    };
+    sigkill_loses_nothing_acknowledged(&url).await;
+}
+
+async fn sigkill_loses_nothing_acknowledged(store: &str) {
+    let (mut child, base) = start_server(store);
     let client = reqwest::Client::new();
     // Per machine: the x values of every acknowledged batch, in order.
     let acked: Arc<Mutex<Vec<Vec<i64>>>> = Arc::new(Mutex::new(vec![Vec::new(), Vec::new()]));
@@ -102,7 +117,7 @@ async fn sigkill_loses_nothing_acknowledged() {
         "some batches were acknowledged before the kill"
     );
 
-    let (mut child, base) = start_server(&store);
+    let (mut child, base) = start_server(store);
     for (machine, xs) in acked.iter().enumerate() {
         let url =
             format!("{base}/data?machine_id=m{machine}&limit=10000&since=1970-01-12T13:46:40Z");

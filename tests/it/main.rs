@@ -4,5 +4,6 @@
 mod api;
 mod cli_ingest;
 mod crash;
+mod pg;
 mod stores;
 mod support;

@@ -282,3 +282,77 @@ async fn sqlite_refuses_a_newer_schema() {
         .expect("refused");
     assert!(err.to_string().contains("newer millwatch"), "{err}");
 }
+
+#[tokio::test]
+async fn postgres_store_suite() {
+    let Some(url) = crate::pg::fresh_schema("suite").await else {
+        return;
+    };
+    let store = millwatch::store::postgres::PostgresStore::open(&url)
+        .await
+        .unwrap();
+    suite(Arc::new(store)).await;
+}
+
+/// Connections killed from SQL (pg_terminate_backend) mid-stream: the store reconnects, and
+/// every acknowledged reading is there afterwards.
+#[tokio::test]
+async fn postgres_reconnects_after_its_connections_are_terminated() {
+    let Some(url) = crate::pg::fresh_schema("reconnect").await else {
+        return;
+    };
+    let app_name = url.rsplit("application_name=").next().unwrap().to_owned();
+    let store: Arc<dyn Store> = Arc::new(
+        millwatch::store::postgres::PostgresStore::open(&url)
+            .await
+            .unwrap(),
+    );
+    let svc = service(store.clone()).await;
+    let mut acked = Vec::new();
+    let mut failures = 0;
+    let mut terminated = 0;
+    for i in 0..60i64 {
+        if i % 15 == 7 {
+            terminated += crate::pg::terminate(&app_name).await;
+        }
+        // A client retries what was not acknowledged, as it would after a 503.
+        loop {
+            let r = reading(&format!(
+                r#"{{"machine_id": "p", "timestamp": {i}, "x": {i}}}"#
+            ));
+            match svc.ingest(vec![r]).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        matches!(e, millwatch::store::StoreError::Unavailable(_)),
+                        "{e}"
+                    );
+                    failures += 1;
+                    assert!(failures < 100, "no reconnection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+        acked.push(i as f64);
+    }
+    let got = store
+        .query(DataQuery {
+            machine_id: Some(m("p")),
+            since: None,
+            until: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(xs(&got), acked);
+    assert!(
+        terminated >= 4,
+        "connections were terminated {terminated} times"
+    );
+    // The windows went on as if nothing happened: the last average is that of 55..59.
+    assert_eq!(
+        got.last().unwrap().averages,
+        vec![(57.0 + 58.0 + 59.0) / 3.0]
+    );
+    store.close().await.unwrap();
+}

@@ -1,0 +1,491 @@
+//! The store for a plant that outgrew one box: PostgreSQL, with the same promises as SQLite.
+//!
+//! One writer task takes every command waiting in its queue, writes them in one transaction
+//! (group commit) and acknowledges each only after the commit. Connections come from a pool;
+//! when the server goes away, writes and reads fail fast with [`StoreError::Unavailable`]
+//! (503 at the API) and the pool reconnects as soon as the server is back. A failed
+//! transaction is rolled back whole, so nothing half-written remains.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+use super::codec::{self, Newest, StoredRecord, machine_id};
+use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
+use crate::pipeline::ProcessedRecord;
+use crate::reading::MachineId;
+use crate::status::{JobStatus, StatusChange};
+use crate::timestamp::Timestamp;
+
+/// The schema version this build writes; a database with a higher one is refused.
+pub const SCHEMA_VERSION: i32 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE chunks (
+        id BIGSERIAL PRIMARY KEY,
+        machine_id TEXT NOT NULL,
+        ts_min BIGINT NOT NULL,
+        ts_max BIGINT NOT NULL,
+        seq_min BIGINT NOT NULL,
+        seq_max BIGINT NOT NULL,
+        n INTEGER NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE INDEX chunks_machine_ts ON chunks (machine_id, ts_max);
+    CREATE INDEX chunks_ts ON chunks (ts_max);
+    CREATE INDEX chunks_machine_seq ON chunks (machine_id, seq_max);
+    CREATE TABLE status_history (
+        id BIGSERIAL PRIMARY KEY,
+        machine_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        since BIGINT NOT NULL
+    );
+    CREATE INDEX status_history_machine ON status_history (machine_id, id);",
+];
+
+/// How long a request waits for a connection before it is told the store is unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_GROUP_COMMANDS: usize = 4096;
+const MAX_GROUP_RECORDS: usize = 500_000;
+const RETENTION_STEP: i64 = 500;
+
+enum Command {
+    Append(
+        Vec<Arc<ProcessedRecord>>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Status(StatusChange, oneshot::Sender<Result<(), StoreError>>),
+    Retain(Timestamp, oneshot::Sender<Result<usize, StoreError>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// PostgreSQL behind a pool, with a group-commit writer task.
+pub struct PostgresStore {
+    pool: Pool,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+/// Maps a database error: lost connections are worth a retry, the rest is a failure.
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() {
+        unavailable(e)
+    } else {
+        failed(e)
+    }
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema, and starts the writer.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Failed(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("millwatch");
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(failed)?;
+        let mut client = pool.get().await.map_err(unavailable)?;
+        migrate(&mut client).await?;
+        let next_seq: i64 = client
+            .query_one("SELECT COALESCE(MAX(seq_max), 0) + 1 FROM chunks", &[])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        drop(client);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            Writer {
+                pool: pool.clone(),
+                next_seq: next_seq as u64,
+            }
+            .run(rx),
+        );
+        Ok(PostgresStore { pool, commands: tx })
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), StoreError> {
+        self.commands
+            .send(cmd)
+            .map_err(|_| StoreError::Failed("the PostgreSQL writer has stopped".into()))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS millwatch_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    // One millwatch migrates at a time.
+    tx.batch_execute("LOCK TABLE millwatch_schema IN EXCLUSIVE MODE")
+        .await
+        .map_err(db_error)?;
+    let version: i32 = tx
+        .query_opt("SELECT version FROM millwatch_schema", &[])
+        .await
+        .map_err(db_error)?
+        .map_or(0, |r| r.get(0));
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Failed(format!(
+            "the database has schema version {version}, written by a newer millwatch; this one knows up to {SCHEMA_VERSION}"
+        )));
+    }
+    for sql in MIGRATIONS.iter().skip(version as usize) {
+        tx.batch_execute(sql).await.map_err(db_error)?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute("DELETE FROM millwatch_schema", &[])
+            .await
+            .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO millwatch_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(db_error)?;
+        tracing::info!(version = SCHEMA_VERSION, "PostgreSQL schema migrated");
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+struct Writer {
+    pool: Pool,
+    next_seq: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            let mut records = 0;
+            while group.len() < MAX_GROUP_COMMANDS && records < MAX_GROUP_RECORDS {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if let Command::Append(r, _) = &cmd {
+                            records += r.len();
+                        }
+                        group.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let seq_before = self.next_seq;
+            let result = self.write(&group).await;
+            if result.is_err() {
+                self.next_seq = seq_before;
+            }
+            let mut closing = false;
+            for cmd in group {
+                match cmd {
+                    Command::Append(_, ack) | Command::Status(_, ack) => {
+                        let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+                    }
+                    Command::Retain(_, ack) => {
+                        let _ = ack.send(result.clone());
+                    }
+                    Command::Close(done) => {
+                        let _ = done.send(());
+                        closing = true;
+                    }
+                }
+            }
+            if closing {
+                break;
+            }
+        }
+    }
+
+    async fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut per_machine: BTreeMap<&str, Vec<(u64, &ProcessedRecord)>> = BTreeMap::new();
+        for cmd in group {
+            if let Command::Append(records, _) = cmd {
+                for r in records {
+                    per_machine
+                        .entry(r.machine_id.as_str())
+                        .or_default()
+                        .push((self.next_seq, r));
+                    self.next_seq += 1;
+                }
+            }
+        }
+        if !per_machine.is_empty() {
+            // One multi-row INSERT per commit: chunks are few (one per machine), so this is
+            // as fast as COPY here and simpler.
+            let mut machines = Vec::new();
+            let mut ts_min = Vec::new();
+            let mut ts_max = Vec::new();
+            let mut seq_min = Vec::new();
+            let mut seq_max = Vec::new();
+            let mut n = Vec::new();
+            let mut data = Vec::new();
+            for (machine, rows) in &per_machine {
+                machines.push(*machine);
+                ts_min.push(
+                    rows.iter()
+                        .map(|(_, r)| r.timestamp.as_nanos())
+                        .min()
+                        .unwrap_or(i64::MIN),
+                );
+                ts_max.push(
+                    rows.iter()
+                        .map(|(_, r)| r.timestamp.as_nanos())
+                        .max()
+                        .unwrap_or(i64::MAX),
+                );
+                seq_min.push(rows[0].0 as i64);
+                seq_max.push(rows[rows.len() - 1].0 as i64);
+                n.push(rows.len() as i32);
+                data.push(codec::encode(rows.iter().copied()));
+            }
+            tx.execute(
+                "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::bytea[])",
+                &[&machines, &ts_min, &ts_max, &seq_min, &seq_max, &n, &data],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let mut deleted = 0;
+        for cmd in group {
+            match cmd {
+                Command::Status(c, _) => {
+                    tx.execute(
+                        "INSERT INTO status_history (machine_id, status, previous, since) VALUES ($1, $2, $3, $4)",
+                        &[&c.machine_id.as_str(), &c.status.as_str(), &c.previous.as_str(), &c.since.as_nanos()],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                }
+                Command::Retain(cutoff, _) => {
+                    deleted += tx
+                        .execute(
+                            "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE ts_max < $1 LIMIT $2)",
+                            &[&cutoff.as_nanos(), &RETENTION_STEP],
+                        )
+                        .await
+                        .map_err(db_error)? as usize;
+                }
+                Command::Append(..) | Command::Close(_) => {}
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(deleted)
+    }
+}
+
+fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
+    Ok(StatusChange {
+        machine_id: machine_id(r.get(0))?,
+        status: JobStatus::parse(r.get(1)).map_err(failed)?,
+        previous: JobStatus::parse(r.get(2)).map_err(failed)?,
+        since: Timestamp::from_nanos(r.get(3)),
+    })
+}
+
+fn ack(rx: oneshot::Receiver<Result<(), StoreError>>) -> Ack {
+    async move { rx.await.map_err(failed)? }.boxed()
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
+        let (tx, rx) = oneshot::channel();
+        match self.send(Command::Append(records, tx)) {
+            Ok(()) => ack(rx),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    fn append_status(&self, change: StatusChange) -> Ack {
+        let (tx, rx) = oneshot::channel();
+        match self.send(Command::Status(change, tx)) {
+            Ok(()) => ack(rx),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
+        let since = q.since.unwrap_or(Timestamp::MIN);
+        let until = q.until.unwrap_or(Timestamp::MAX);
+        if q.limit == 0 || since > until {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let machine = q.machine_id.as_ref().map(|m| m.as_str());
+        let rows = client
+            .query(
+                "SELECT machine_id, ts_max, data FROM chunks
+                 WHERE ($3::text IS NULL OR machine_id = $3) AND ts_max >= $1 AND ts_min <= $2
+                 ORDER BY ts_max DESC",
+                &[&since.as_nanos(), &until.as_nanos(), &machine],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut newest = Newest::new(q.limit, since, until);
+        for row in rows {
+            if !newest.wants(Timestamp::from_nanos(row.get(1))) {
+                break;
+            }
+            newest
+                .add(&machine_id(row.get(0))?, row.get(2))
+                .map_err(failed)?;
+        }
+        Ok(newest.finish())
+    }
+
+    async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (machine_id) machine_id, data FROM chunks ORDER BY machine_id, seq_max DESC",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let records = codec::decode(&machine_id(row.get(0))?, row.get(1)).map_err(failed)?;
+            if let Some(last) = records.into_iter().max_by_key(|r| r.seq) {
+                out.push(Arc::new(last.record));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn series(
+        &self,
+        machine: &MachineId,
+        parameter: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<ValueSeries, StoreError> {
+        let since = since.unwrap_or(Timestamp::MIN);
+        let until = until.unwrap_or(Timestamp::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT data FROM chunks WHERE machine_id = $1 AND ts_max >= $2 AND ts_min <= $3",
+                &[&machine.as_str(), &since.as_nanos(), &until.as_nanos()],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut points = Vec::new();
+        for row in rows {
+            codec::values_of(row.get(0), parameter, since, until, &mut points).map_err(failed)?;
+        }
+        Ok(ValueSeries::from_points(points))
+    }
+
+    async fn status_history(
+        &self,
+        machine: Option<&MachineId>,
+        limit: usize,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let client = self.client().await?;
+        let machine = machine.map(|m| m.as_str());
+        let rows = client
+            .query(
+                "SELECT machine_id, status, previous, since FROM status_history
+                 WHERE ($1::text IS NULL OR machine_id = $1) ORDER BY id DESC LIMIT $2",
+                &[&machine, &(limit as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut out = rows.iter().map(to_change).collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
+        let client = self.client().await?;
+        let machines = client
+            .query("SELECT DISTINCT machine_id FROM chunks", &[])
+            .await
+            .map_err(db_error)?;
+        let mut records = Vec::new();
+        for m in machines {
+            let m: &str = m.get(0);
+            let id = machine_id(m)?;
+            let rows = client
+                .query(
+                    "SELECT data, n FROM chunks WHERE machine_id = $1 ORDER BY seq_max DESC",
+                    &[&m],
+                )
+                .await
+                .map_err(db_error)?;
+            let mut mine: Vec<StoredRecord> = Vec::new();
+            for row in rows {
+                mine.extend(codec::decode(&id, row.get(0)).map_err(failed)?);
+                if mine.len() >= per_machine {
+                    break;
+                }
+            }
+            records.extend(codec::last_by_arrival(mine, per_machine));
+        }
+        let rows = client
+            .query(
+                "SELECT machine_id, status, previous, since FROM status_history
+                 WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let statuses = rows.iter().map(to_change).collect::<Result<_, _>>()?;
+        Ok(Recovery { records, statuses })
+    }
+
+    async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.send(Command::Retain(cutoff, tx))?;
+            let n = rx.await.map_err(failed)??;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Close(tx))?;
+        rx.await.map_err(failed)
+    }
+}
