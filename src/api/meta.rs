@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use serde::Serialize;
@@ -106,4 +106,48 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/", tag = "live", responses((status = 200, description = "HTML", content_type = "text/html")))]
 pub(crate) async fn dashboard() -> Html<&'static str> {
     Html(include_str!("../../assets/index.html"))
+}
+
+/// The dashboard's files, compiled into the binary: it needs no network and no build step.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/app.css"),
+    ),
+    (
+        "vendor/uplot/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "vendor/uplot/uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/uPlot.min.css"),
+    ),
+    (
+        "vendor/uplot/LICENSE",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/LICENSE"),
+    ),
+];
+
+/// A file of the dashboard.
+pub(crate) async fn asset(Path(file): Path<String>) -> Result<impl IntoResponse, super::ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| super::ApiError::NotFound(format!("no asset {file}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        *body,
+    ))
 }

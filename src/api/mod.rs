@@ -79,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/events", get(events::stream).fallback(wrong_method))
         .route("/", get(meta::dashboard).fallback(wrong_method))
+        .route("/assets/{*file}", get(meta::asset).fallback(wrong_method))
         .route("/healthz", get(meta::healthz).fallback(wrong_method))
         .route("/metrics", get(meta::metrics).fallback(wrong_method))
         .route("/openapi.json", get(meta::openapi).fallback(wrong_method))

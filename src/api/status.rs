@@ -22,6 +22,19 @@ pub(crate) struct CurrentStatus {
     /// Since when; null for a machine whose status was never set.
     #[schema(value_type = Option<String>, format = DateTime)]
     since: Option<Timestamp>,
+    /// The statuses it may move to next (SPEC §4's table), so that clients need not copy it.
+    allowed_next: &'static [JobStatus],
+}
+
+impl CurrentStatus {
+    fn new(machine_id: MachineId, status: JobStatus, since: Option<Timestamp>) -> Self {
+        CurrentStatus {
+            machine_id,
+            status,
+            since,
+            allowed_next: status.allowed_next(),
+        }
+    }
 }
 
 /// The answer to a status change.
@@ -68,11 +81,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<CurrentStatu
         .into_iter()
         .map(|m| {
             let (status, since) = book.get(&m);
-            CurrentStatus {
-                machine_id: m,
-                status,
-                since,
-            }
+            CurrentStatus::new(m, status, since)
         })
         .collect();
     Json(list)
@@ -92,11 +101,7 @@ pub(crate) async fn one(
     let m = MachineId::parse(&machine_id)
         .map_err(|e| ApiError::BadRequest(format!("machine_id: {e}")))?;
     let (status, since) = state.service.status_of(&m);
-    Ok(Json(CurrentStatus {
-        machine_id: m,
-        status,
-        since,
-    }))
+    Ok(Json(CurrentStatus::new(m, status, since)))
 }
 
 fn field_str<'a>(v: &'a serde_json::Value, field: &str) -> Result<&'a str, ApiError> {

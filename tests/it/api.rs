@@ -272,7 +272,7 @@ async fn status_routes() {
     let never = app.get("/status/press-09").await;
     assert_eq!(
         never.body,
-        json!({"machine_id": "press-09", "status": "IDLE", "since": null})
+        json!({"machine_id": "press-09", "status": "IDLE", "since": null, "allowed_next": ["STARTED", "RUNNING"]})
     );
     // No machine: the default machine.
     let a = app.post("/status", r#"{"status": "STARTED"}"#).await;

@@ -4,6 +4,7 @@
 mod api;
 mod cli_ingest;
 mod crash;
+mod dashboard;
 mod pg;
 mod stores;
 mod support;
