@@ -1,32 +1,66 @@
--- wrk script: POST /ingest with NDJSON bodies of 1000 readings each (100 machines x 10).
--- Readings carry no timestamp, so the server stamps them on arrival and every reading is new
--- (a replayed body with timestamps would be answered as duplicates, which is cheaper).
-local bodies = {}
-local n_bodies = 64
+-- wrk script: POST batches of 1000 readings (100 machines x 10), each reading with its own
+-- time, so that no reading repeats across requests or threads (a repeated reading would be a
+-- cheap duplicate for millwatch and an overwrite for InfluxDB).
+--
+--   wrk ... -s bench/ingest.lua http://HOST:PORT -- json   POST /ingest, NDJSON (millwatch)
+--   wrk ... -s bench/ingest.lua http://HOST:PORT -- lp     POST /write?db=bench&precision=s,
+--                                                          line protocol (InfluxDB 1.x)
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+  thread:set("id", thread_count)
+  thread_count = thread_count + 1
+  table.insert(threads, thread)
+end
+
+local mode, path, ctype
+local heads, tails = {}, {}
 local counter = 0
+local base = 1700000000
 
 function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
-  for b = 1, n_bodies do
-    local lines = {}
-    for i = 0, 999 do
-      lines[#lines + 1] = string.format(
-        '{"machine_id":"press-%03d","temperature":%.3f,"speed":%d,"pressure":%.4f,"status":"RUNNING"}',
-        i % 100, 60 + 20 * math.random(), 1400 + math.random(0, 200), 4 + math.random())
+  mode = args[1] or "json"
+  math.randomseed(1234 + id)
+  -- Each line is head .. time .. tail; the values are fixed per line, the time is not.
+  for i = 0, 999 do
+    local machine = string.format("press-%03d", i % 100)
+    local t = 60 + 20 * math.random()
+    local speed = 1400 + math.random(0, 200)
+    local p = 4 + math.random()
+    if mode == "lp" then
+      heads[i + 1] = string.format("machine,machine_id=%s temperature=%.3f,speed=%di,pressure=%.4f,status=\"RUNNING\" ",
+        machine, t, speed, p)
+      tails[i + 1] = ""
+    else
+      heads[i + 1] = string.format('{"machine_id":"%s","timestamp":', machine)
+      tails[i + 1] = string.format(',"temperature":%.3f,"speed":%d,"pressure":%.4f,"status":"RUNNING"}', t, speed, p)
     end
-    bodies[b] = table.concat(lines, "\n")
   end
+  if mode == "lp" then
+    path, ctype = "/write?db=bench&precision=s", "text/plain"
+  else
+    path, ctype = "/ingest", "application/x-ndjson"
+  end
+  -- Threads take disjoint time ranges: 10^8 seconds each.
+  base = base + id * 100000000
 end
 
 function request()
+  local lines = {}
+  -- Ten readings per machine per request, at ten distinct seconds.
+  local t0 = base + counter * 10
   counter = counter + 1
-  return wrk.format("POST", "/ingest", { ["Content-Type"] = "application/x-ndjson" },
-    bodies[(counter % n_bodies) + 1])
+  for i = 1, 1000 do
+    lines[i] = heads[i] .. (t0 + math.floor((i - 1) / 100)) .. tails[i]
+  end
+  return wrk.format("POST", path, { ["Content-Type"] = ctype }, table.concat(lines, "\n"))
 end
 
 function done(summary, latency, requests)
   local secs = summary.duration / 1e6
-  local ok = summary.requests - summary.errors.status - summary.errors.connect - summary.errors.read - summary.errors.write - summary.errors.timeout
-  io.write(string.format("ingest: %d requests (%d ok) in %.1f s -> %.0f readings/s; p50 %.2f ms, p99 %.2f ms\n",
-    summary.requests, ok, secs, ok * 1000 / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  local ok = summary.requests - bad
+  io.write(string.format("result: %d requests (%d failed) in %.1f s -> %.0f readings/s; p50 %.2f ms, p99 %.2f ms\n",
+    summary.requests, bad, secs, ok * 1000 / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end

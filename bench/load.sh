@@ -21,5 +21,5 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -f "$log"' 
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
 echo "store: $store, duration: $duration, $(nproc) cores"
-wrk -t2 -c2 -d"$duration" --latency -s bench/ingest.lua "http://127.0.0.1:$port" | grep -E '^ingest:|Socket errors|Non-2xx' || true
+wrk -t2 -c2 -d"$duration" --latency -s bench/ingest.lua "http://127.0.0.1:$port" -- json | grep -E "^result:|Socket errors|Non-2xx" || true
 wrk -t2 -c8 -d"$duration" --latency -s bench/latest.lua "http://127.0.0.1:$port/data/latest" | grep -E '^latest:|Socket errors|Non-2xx' || true

@@ -2,7 +2,7 @@
 //! parameter moves its (machine, parameter) window, and a reading already taken is recognised
 //! as a duplicate and goes no further.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use compact_str::CompactString;
@@ -14,8 +14,7 @@ use crate::window::MovingAverage;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// How many recent readings per machine are remembered to recognise duplicates: at least
-/// half of this, at most all of it.
+/// How many of each machine's latest readings (by time) are remembered to recognise duplicates.
 pub const DEFAULT_DEDUP_MEMORY: usize = 32_768;
 
 /// How many of each machine's last records a restarted service replays at least: enough to
@@ -112,14 +111,16 @@ pub enum Outcome {
     Duplicate,
 }
 
-/// A bounded memory of fingerprints of recent readings, in two generations: new fingerprints
-/// go into `current`; when it holds `limit / 2`, `previous` is dropped and `current` takes its
-/// place. Nothing is ever removed one by one (removals leave tombstones that make a hash set
-/// rehash), and at least the last `limit / 2` readings are always remembered.
+/// A bounded memory of the fingerprints of a machine's latest readings, sorted by time.
+///
+/// A duplicate has the same time as the reading it repeats, and readings mostly arrive in
+/// time order: then the new fingerprint is later than every remembered one, cannot be a
+/// duplicate, and goes on the end without any search (the ends of a deque stay in cache, a
+/// hash set of the same size would not). Out-of-order times take a binary search. When full,
+/// the earliest time is forgotten.
 #[derive(Debug, Clone, Default)]
 struct RecentSet {
-    current: HashSet<Fingerprint, foldhash::fast::FixedState>,
-    previous: HashSet<Fingerprint, foldhash::fast::FixedState>,
+    sorted: VecDeque<Fingerprint>,
 }
 
 /// A reading's time (exact) and a 64-bit hash of its fields.
@@ -128,12 +129,21 @@ type Fingerprint = (i64, u64);
 impl RecentSet {
     /// Remembers `fp`; false when it was already known.
     fn insert(&mut self, fp: Fingerprint, limit: usize) -> bool {
-        if self.previous.contains(&fp) || !self.current.insert(fp) {
-            return false;
+        match self.sorted.back() {
+            Some(last) if *last >= fp => {
+                let at = self.sorted.partition_point(|x| *x < fp);
+                if self.sorted.get(at) == Some(&fp) {
+                    return false;
+                }
+                if self.sorted.len() >= limit && at == 0 {
+                    return true; // earlier than anything remembered: new, and not kept
+                }
+                self.sorted.insert(at, fp);
+            }
+            _ => self.sorted.push_back(fp),
         }
-        if self.current.len() >= (limit / 2).max(1) {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
+        if self.sorted.len() > limit {
+            self.sorted.pop_front();
         }
         true
     }
@@ -360,17 +370,25 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_memory_is_bounded_and_keeps_the_latest_half() {
+    fn duplicate_memory_is_bounded_and_keeps_the_latest_by_time() {
         let mut set = RecentSet::default();
-        for i in 0..1000 {
-            assert!(set.insert((i, 0), 100));
+        // In order, out of order, and repeated.
+        for ts in (0..1000).chain((0..1000).rev().step_by(3).map(|t| t * 2 + 5000)) {
+            assert!(set.insert((ts, 0), 100), "{ts} is new");
         }
-        assert!(set.current.len() + set.previous.len() <= 100);
-        // The last 50 are always remembered.
-        for i in 950..1000 {
-            assert!(!set.insert((i, 0), 100), "{i} forgotten");
+        assert_eq!(set.sorted.len(), 100);
+        assert!(
+            set.sorted
+                .iter()
+                .zip(set.sorted.iter().skip(1))
+                .all(|(a, b)| a < b)
+        );
+        let newest: Vec<i64> = set.sorted.iter().map(|f| f.0).collect();
+        for ts in newest {
+            assert!(!set.insert((ts, 0), 100), "{ts} forgotten");
+            assert!(set.insert((ts, 1), 100), "{ts} with other fields is new");
         }
-        // Long gone ones are new again.
+        // Earlier than all that is remembered: taken as new.
         assert!(set.insert((3, 0), 100));
     }
 
@@ -399,6 +417,29 @@ mod tests {
     }
 
     proptest! {
+        /// The deque against a plain ordered set holding the `limit` latest fingerprints.
+        #[test]
+        fn recent_set_matches_an_ordered_set(
+            limit in 1usize..20,
+            fps in prop::collection::vec((0i64..40, 0u64..3), 0..300),
+        ) {
+            let mut set = RecentSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for fp in fps {
+                let want = if model.contains(&fp) {
+                    false
+                } else {
+                    model.insert(fp);
+                    if model.len() > limit {
+                        model.pop_first();
+                    }
+                    true
+                };
+                prop_assert_eq!(set.insert(fp, limit), want, "{:?}", fp);
+                prop_assert_eq!(set.sorted.iter().copied().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
+            }
+        }
+
         /// Random machines, missing parameters and window sizes against a naive recomputation
         /// over each (machine, parameter)'s full history.
         #[test]
