@@ -64,6 +64,11 @@ pub struct PipelineArgs {
     /// The machine that readings without "machine_id" belong to.
     #[arg(long, env = "MILLWATCH_MACHINE", default_value = "machine-1", value_parser = MachineId::parse)]
     pub machine: MachineId,
+
+    /// In InfluxDB line protocol (POST /write, .lp files): the tag that names the machine;
+    /// points without it fall back to the tag "host".
+    #[arg(long, default_value = "machine_id")]
+    pub machine_tag: String,
 }
 
 /// Arguments of `ingest`.

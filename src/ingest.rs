@@ -71,9 +71,13 @@ impl Processor {
 
 /// Runs `ingest` until the source ends, `--count` records were printed, or Ctrl-C.
 pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestError> {
+    let source_options = crate::sources::SourceOptions {
+        interval: args.interval,
+        machine_tag: args.pipeline.machine_tag.clone(),
+    };
     let source = args
         .source
-        .build(args.interval)
+        .build(&source_options)
         .ok_or(IngestError::NoSource)?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine);
     let mut processor = match &args.store {

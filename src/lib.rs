@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api;
 pub mod cli;
 pub mod ingest;
+pub mod lineproto;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;

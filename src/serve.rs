@@ -37,8 +37,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.sources
     };
     let mut sources = JoinSet::new();
+    let source_options = crate::sources::SourceOptions {
+        interval: args.interval,
+        machine_tag: args.pipeline.machine_tag.clone(),
+    };
     for spec in specs {
-        if let Some(source) = spec.build(args.interval) {
+        if let Some(source) = spec.build(&source_options) {
             let service = service.clone();
             let name = spec.to_string();
             tracing::info!(source = %name, "source started");
@@ -50,6 +54,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let mut state = AppState::new(service.clone());
     state.max_body = args.max_body;
+    state.machine_tag = args.pipeline.machine_tag.clone();
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;

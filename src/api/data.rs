@@ -139,3 +139,101 @@ pub(crate) async fn ingest(
         duplicates: done.duplicates,
     }))
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WriteParams {
+    db: Option<String>,
+    bucket: Option<String>,
+    precision: Option<String>,
+}
+
+/// InfluxDB 1.x write API: line protocol in, 204 out, so Telegraf's `[[outputs.influxdb]]`
+/// can point at millwatch. All or nothing, like `/ingest`; `db` is required (as InfluxDB
+/// requires it) but only names the target for the sender's sake.
+#[utoipa::path(post, path = "/write", tag = "data",
+    params(
+        ("db" = String, Query, description = "Required by InfluxDB clients; any name"),
+        ("precision" = Option<String>, Query, description = "Timestamp unit: ns (default), us, ms, s, m, h"),
+    ),
+    request_body(content = String, description = "InfluxDB line protocol", content_type = "text/plain"),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "A bad line; names its line and column", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+    ))]
+pub(crate) async fn write_v1(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let p: WriteParams = parse_query(raw.as_deref())?;
+    if p.db.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::BadRequest(
+            "db: the database name is required".into(),
+        ));
+    }
+    write_line_protocol(&state, p.precision.as_deref(), body).await
+}
+
+/// InfluxDB 2.x write API: as `/write`, with `bucket` instead of `db`.
+#[utoipa::path(post, path = "/api/v2/write", tag = "data",
+    params(
+        ("bucket" = String, Query, description = "Required by InfluxDB clients; any name"),
+        ("precision" = Option<String>, Query, description = "Timestamp unit: ns (default), us, ms, s"),
+    ),
+    request_body(content = String, description = "InfluxDB line protocol", content_type = "text/plain"),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "A bad line; names its line and column", body = super::ErrorBody),
+    ))]
+pub(crate) async fn write_v2(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let p: WriteParams = parse_query(raw.as_deref())?;
+    if p.bucket.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::BadRequest(
+            "bucket: the bucket name is required".into(),
+        ));
+    }
+    write_line_protocol(&state, p.precision.as_deref(), body).await
+}
+
+async fn write_line_protocol(
+    state: &AppState,
+    precision: Option<&str>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let precision = crate::lineproto::Precision::parse(precision.unwrap_or("ns"))
+        .map_err(|e| ApiError::BadRequest(format!("precision: {e}")))?;
+    // Line protocol is text/plain: any content type is taken, as InfluxDB does.
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(state.max_body)
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })?;
+    let opts = crate::lineproto::Options {
+        precision,
+        machine_tag: state.machine_tag.clone(),
+    };
+    let mut readings = Vec::new();
+    for (position, reading) in crate::lineproto::parse_all(&body, &opts) {
+        match reading {
+            Ok(r) => readings.push(r),
+            Err(e) => {
+                crate::metrics::readings("influx", "rejected", 1);
+                return Err(ApiError::BadRequest(format!(
+                    "point {}: {e}; nothing was stored",
+                    position.index
+                )));
+            }
+        }
+    }
+    let done = state.service.ingest(readings).await?;
+    crate::metrics::readings("influx", "accepted", done.stored);
+    crate::metrics::readings("influx", "duplicate", done.duplicates);
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

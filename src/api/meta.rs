@@ -42,6 +42,8 @@ pub(crate) struct ReadingDoc {
         super::data::list,
         super::data::latest,
         super::data::ingest,
+        super::data::write_v1,
+        super::data::write_v2,
         super::status::list,
         super::status::one,
         super::status::set,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_body: usize,
     /// Cancelled at shutdown, so that live streams end and the server can stop.
     pub shutdown: CancellationToken,
+    /// The line-protocol tag that names the machine (`host` is the fallback).
+    pub machine_tag: String,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             max_body: DEFAULT_MAX_BODY,
             shutdown: CancellationToken::new(),
+            machine_tag: "machine_id".into(),
         }
     }
 }
@@ -64,6 +67,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/ingest",
             axum::routing::post(data::ingest).fallback(wrong_method),
+        )
+        .route(
+            "/write",
+            axum::routing::post(data::write_v1).fallback(wrong_method),
+        )
+        .route(
+            "/api/v2/write",
+            axum::routing::post(data::write_v2).fallback(wrong_method),
         )
         .route(
             "/status",
@@ -85,6 +96,10 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(meta::openapi).fallback(wrong_method))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        // Telegraf and other InfluxDB clients gzip their bodies by default.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Telegraf and other InfluxDB clients gzip their bodies by default.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(middleware::from_fn(track))
         .with_state(state)
 }

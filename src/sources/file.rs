@@ -1,6 +1,7 @@
 //! A file of readings. One object: a live file that a gateway rewrites, re-read every interval.
 //! An array or NDJSON: replayed one reading per interval, or all at once with interval 0,
-//! streaming, so a file of any size is read in constant memory.
+//! streaming, so a file of any size is read in constant memory. A file ending in `.lp` holds
+//! InfluxDB line protocol, one point per line, and is always replayed.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::{Batch, Source, SourceError};
+use super::{Batch, Source, SourceError, SourceOptions};
+use crate::lineproto::{self, LineStream};
 use crate::reading::{Parsed, ReadingStream, Shape, parse_all};
 
 /// Readings per batch when a file is taken as fast as possible.
@@ -20,12 +22,23 @@ const CHUNK: usize = 1024;
 pub struct FileSource {
     path: PathBuf,
     interval: Duration,
+    machine_tag: String,
 }
 
 impl FileSource {
-    /// A source reading `path` every `interval` (zero: once, as fast as possible).
-    pub fn new(path: PathBuf, interval: Duration) -> Self {
-        FileSource { path, interval }
+    /// A source reading `path` every interval (zero: once, as fast as possible).
+    pub fn new(path: PathBuf, opts: SourceOptions) -> Self {
+        FileSource {
+            path,
+            interval: opts.interval,
+            machine_tag: opts.machine_tag,
+        }
+    }
+
+    fn is_line_protocol(&self) -> bool {
+        self.path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("lp"))
     }
 }
 
@@ -48,8 +61,19 @@ impl Source for FileSource {
             })?;
             let (tx, mut rx) = mpsc::channel::<Found>(4);
             let per_batch = if self.interval.is_zero() { CHUNK } else { 1 };
+            let line_protocol = self.is_line_protocol().then(|| lineproto::Options {
+                machine_tag: self.machine_tag.clone(),
+                ..lineproto::Options::default()
+            });
             // The file is read on a blocking thread; it stops when this task stops listening.
-            let reader = tokio::task::spawn_blocking(move || read_file(file, per_batch, &tx));
+            let reader = tokio::task::spawn_blocking(move || match line_protocol {
+                Some(opts) => {
+                    let points = LineStream::new(BufReader::with_capacity(1 << 16, file), opts);
+                    send_chunks(points, per_batch, &tx);
+                    Ok(())
+                }
+                None => read_file(file, per_batch, &tx),
+            });
             while let Some(found) = rx.recv().await {
                 match found {
                     Found::Single(items) => {
@@ -85,20 +109,29 @@ fn read_file(file: File, per_batch: usize, tx: &mpsc::Sender<Found>) -> Result<(
         let _ = tx.blocking_send(Found::Single(vec![first]));
         return Ok(());
     }
+    send_chunks(
+        std::iter::once(first).chain(second).chain(stream),
+        per_batch,
+        tx,
+    );
+    Ok(())
+}
+
+/// Sends readings on in chunks of `per_batch`, until they end or nobody listens.
+fn send_chunks(items: impl Iterator<Item = Parsed>, per_batch: usize, tx: &mpsc::Sender<Found>) {
     let mut chunk = Vec::with_capacity(per_batch);
-    for item in std::iter::once(first).chain(second).chain(stream) {
+    for item in items {
         chunk.push(item);
         if chunk.len() == per_batch {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(per_batch));
             if tx.blocking_send(Found::Chunk(full)).is_err() {
-                return Ok(());
+                return;
             }
         }
     }
     if !chunk.is_empty() {
         let _ = tx.blocking_send(Found::Chunk(chunk));
     }
-    Ok(())
 }
 
 /// A file holding one object: sent now, then re-read every interval (once with interval 0).

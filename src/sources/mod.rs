@@ -42,6 +42,15 @@ pub trait Source: Send + 'static {
     ) -> BoxFuture<'static, Result<(), SourceError>>;
 }
 
+/// Settings every source takes.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Time between readings or polls; zero: as fast as possible.
+    pub interval: Duration,
+    /// The line-protocol tag naming the machine, for `.lp` files.
+    pub machine_tag: String,
+}
+
 /// A source as named on the command line (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -94,10 +103,13 @@ impl SourceSpec {
         Ok(SourceSpec::File(PathBuf::from(s)))
     }
 
-    /// Builds the source, reading every `interval`.
-    pub fn build(&self, interval: Duration) -> Option<Box<dyn Source>> {
+    /// Builds the source.
+    pub fn build(&self, opts: &SourceOptions) -> Option<Box<dyn Source>> {
+        let interval = opts.interval;
         match self {
-            SourceSpec::File(path) => Some(Box::new(file::FileSource::new(path.clone(), interval))),
+            SourceSpec::File(path) => {
+                Some(Box::new(file::FileSource::new(path.clone(), opts.clone())))
+            }
             SourceSpec::HttpPoll(url) => {
                 Some(Box::new(http_poll::HttpPoll::new(url.clone(), interval)))
             }

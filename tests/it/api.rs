@@ -488,3 +488,88 @@ async fn events_stream_readings_and_status_changes() {
     assert!(seen.contains(r#""temperature_avg":70"#), "{seen}");
     assert!(seen.contains(r#""status":"RUNNING""#), "{seen}");
 }
+
+#[tokio::test]
+async fn influx_line_protocol_write_endpoints() {
+    let app = TestApp::start().await;
+    let body = "# from telegraf\nmodbus,host=gw-1,machine_id=press-01 temperature=70,speed=1480i,door_open=false 1700000000\nmodbus,host=gw-1 temperature=72 1700000001\n";
+    let a = app
+        .post_as(
+            "/write?db=plant&precision=s",
+            body,
+            "text/plain; charset=utf-8",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let latest = app.get("/data/latest").await.body;
+    let press = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["machine_id"] == "press-01")
+        .unwrap()
+        .clone();
+    assert_eq!(press["timestamp"], "2023-11-14T22:13:20Z");
+    assert_eq!(press["measurement"], "modbus");
+    assert_eq!(press["door_open"], "false");
+    assert_eq!(press["speed_avg"], 1480);
+    // No machine_id tag: the host tag names the machine.
+    assert!(
+        latest
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["machine_id"] == "gw-1")
+    );
+
+    let a = app
+        .post_as(
+            "/api/v2/write?bucket=b&precision=ms",
+            "m,machine_id=press-01 temperature=74 1700000002000",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let d = app.get("/data?machine_id=press-01").await.body;
+    assert_eq!(d[1]["temperature_avg"], 72);
+
+    // gzip, as Telegraf sends by default.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b"m,machine_id=press-01 temperature=76 1700000003").unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/write?db=x&precision=s", app.base))
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        app.get("/data/latest?x=1")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // All or nothing, naming the point, line and column.
+    let a = app
+        .post_as("/write?db=x", "m x=1 1\nm x=oops 2\n", "text/plain")
+        .await;
+    assert_error(&a, 400, "line 2 column 5");
+    assert_eq!(app.get("/data?machine_id=machine-1").await.body, json!([]));
+    assert_error(
+        &app.post_as("/write", "m x=1", "text/plain").await,
+        400,
+        "db",
+    );
+    assert_error(
+        &app.post_as("/api/v2/write?bucket=b&precision=d", "m x=1", "text/plain")
+            .await,
+        400,
+        "precision",
+    );
+}

@@ -310,3 +310,16 @@ async fn http_endpoint_is_polled_and_failures_are_retried() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("503"));
 }
+
+#[test]
+fn line_protocol_files_are_read() {
+    let mut f = tempfile::Builder::new().suffix(".lp").tempfile().unwrap();
+    f.write_all(b"# telegraf\nm,host=gw,machine_id=oven-1 t=10 1700000000000000000\nm,host=gw,machine_id=oven-1 t=20i 1700000001000000000\nm,machine_id=oven-1 t=bad\n").unwrap();
+    let out = millwatch(&["ingest", f.path().to_str().unwrap(), "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let recs = lines(&out);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["t_avg"], 15);
+    assert_eq!(recs[1]["machine_id"], "oven-1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 4 column"));
+}
