@@ -54,7 +54,7 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-/// How readings become records: shared by every command that ingests.
+/// How readings come in and become records: shared by every command that ingests.
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
     /// How many of the latest values of each (machine, parameter) the moving average covers.
@@ -69,6 +69,11 @@ pub struct PipelineArgs {
     /// points without it fall back to the tag "host".
     #[arg(long, default_value = "machine_id")]
     pub machine_tag: String,
+
+    /// The MQTT client id for mqtt:// sources. Keep it stable: the broker keeps the session
+    /// and queues messages for it while millwatch is away. Default: millwatch-HOSTNAME.
+    #[arg(long, env = "MILLWATCH_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
 }
 
 /// Arguments of `ingest`.
@@ -76,7 +81,8 @@ pub struct PipelineArgs {
 pub struct IngestArgs {
     /// Where readings come from: a file (one JSON object re-read every interval, or a JSON
     /// array or NDJSON replayed one reading per interval), an http(s):// URL polled every
-    /// interval, or simulate[:MACHINES].
+    /// interval, mqtt://[user:pass@]host:port/topic-filter (or mqtts:// for TLS), or
+    /// simulate[:MACHINES].
     #[arg(value_name = "SOURCE", value_parser = SourceSpec::parse)]
     pub source: SourceSpec,
 

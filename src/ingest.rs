@@ -10,7 +10,7 @@ use crate::cli::IngestArgs;
 use crate::pipeline::{Outcome, Pipeline, ProcessedRecord};
 use crate::reading::Reading;
 use crate::service::Service;
-use crate::sources::SourceError;
+use crate::sources::{Batch, SourceError};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
@@ -74,11 +74,13 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
     let source_options = crate::sources::SourceOptions {
         interval: args.interval,
         machine_tag: args.pipeline.machine_tag.clone(),
+        mqtt_client_id: args.pipeline.mqtt_client_id.clone(),
     };
     let source = args
         .source
         .build(&source_options)
         .ok_or(IngestError::NoSource)?;
+    let source_name = args.source.to_string();
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine);
     let mut processor = match &args.store {
         None => Processor::Bare(pipeline),
@@ -101,16 +103,8 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
             b = rx.recv() => match b { Some(b) => b, None => break },
             _ = &mut ctrl_c => { interrupted = true; break }
         };
-        let mut readings = Vec::with_capacity(batch.items.len());
-        for (position, reading) in batch.items {
-            match reading {
-                Ok(r) => readings.push(r),
-                Err(e) => {
-                    rejected += 1;
-                    tracing::warn!("{position} rejected: {e}");
-                }
-            }
-        }
+        let (mut readings, bad, ack) = batch.split(&source_name);
+        rejected += bad as u64;
         // Never take more readings than records still wanted: with a store, whatever is
         // processed is stored, and stored records should all have been printed.
         while !readings.is_empty() {
@@ -135,6 +129,9 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
         if let Err(e) = out.flush() {
             return stdout_failed(e);
         }
+        // Printed (and stored, with --store) in full: the source may acknowledge it. A batch
+        // cut short by --count is not acknowledged, so an MQTT broker keeps the rest.
+        Batch::finish(ack);
     }
     if let Err(e) = out.flush() {
         return stdout_failed(e);

@@ -25,6 +25,8 @@ pub enum ServeError {
 
 /// Runs the service until a shutdown signal.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    // Installed first, so that sources started below record into it.
+    let metrics = crate::metrics::handle();
     let store = args.store.open(args.storage.durability).await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
@@ -40,6 +42,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let source_options = crate::sources::SourceOptions {
         interval: args.interval,
         machine_tag: args.pipeline.machine_tag.clone(),
+        mqtt_client_id: args.pipeline.mqtt_client_id.clone(),
     };
     for spec in specs {
         if let Some(source) = spec.build(&source_options) {
@@ -53,6 +56,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         sources.spawn(retention(service.clone(), keep));
     }
     let mut state = AppState::new(service.clone());
+    state.metrics = metrics;
     state.max_body = args.max_body;
     state.machine_tag = args.pipeline.machine_tag.clone();
     let addr = listener
@@ -74,23 +78,15 @@ async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Ar
     let (tx, mut rx) = mpsc::channel::<Batch>(16);
     let producer = tokio::spawn(source.run(tx));
     while let Some(batch) = rx.recv().await {
-        let mut readings = Vec::with_capacity(batch.items.len());
-        let mut rejected = 0;
-        for (position, reading) in batch.items {
-            match reading {
-                Ok(r) => readings.push(r),
-                Err(e) => {
-                    rejected += 1;
-                    tracing::warn!(source = %name, "{position} rejected: {e}");
-                }
-            }
-        }
+        let (readings, rejected, ack) = batch.split(&name);
         crate::metrics::readings(&name, "rejected", rejected);
         match service.ingest(readings).await {
             Ok(done) => {
                 crate::metrics::readings(&name, "accepted", done.stored);
                 crate::metrics::readings(&name, "duplicate", done.duplicates);
+                Batch::finish(ack);
             }
+            // Not acknowledged: a source that can (MQTT) will get the batch again.
             Err(e) => tracing::error!(source = %name, error = %e, "readings could not be stored"),
         }
     }

@@ -82,7 +82,7 @@ impl Source for FileSource {
                     }
                     Found::Chunk(items) => {
                         let valid = items.iter().any(|(_, r)| r.is_ok());
-                        if out.send(Batch { items }).await.is_err() {
+                        if out.send(Batch::of(items)).await.is_err() {
                             return Ok(());
                         }
                         if valid && !self.interval.is_zero() {
@@ -142,20 +142,14 @@ async fn live(
     first: Vec<Parsed>,
     out: mpsc::Sender<Batch>,
 ) -> Result<(), SourceError> {
-    if out.send(Batch { items: first }).await.is_err() || interval.is_zero() {
+    if out.send(Batch::of(first)).await.is_err() || interval.is_zero() {
         return Ok(());
     }
     loop {
         tokio::time::sleep(interval).await;
         match tokio::fs::read(&path).await {
             Ok(bytes) => {
-                if out
-                    .send(Batch {
-                        items: parse_all(&bytes),
-                    })
-                    .await
-                    .is_err()
-                {
+                if out.send(Batch::of(parse_all(&bytes))).await.is_err() {
                     return Ok(());
                 }
             }

@@ -52,13 +52,7 @@ impl Source for HttpPoll {
                 }
                 match poll(&client, &self.url).await {
                     Ok(bytes) => {
-                        if out
-                            .send(Batch {
-                                items: parse_all(&bytes),
-                            })
-                            .await
-                            .is_err()
-                        {
+                        if out.send(Batch::of(parse_all(&bytes))).await.is_err() {
                             return Ok(());
                         }
                     }

@@ -12,13 +12,68 @@ use crate::reading::Parsed;
 
 pub mod file;
 pub mod http_poll;
+pub mod mqtt;
 pub mod simulate;
 
-/// Readings that arrived together (one poll, one file chunk), with their positions.
-#[derive(Debug)]
+/// Readings that arrived together (one poll, one file chunk, one message), with their
+/// positions.
+#[derive(Debug, Default)]
 pub struct Batch {
     /// Each reading, or why it was rejected.
     pub items: Vec<Parsed>,
+    /// Where in the source they came from, for logs (an MQTT topic).
+    pub origin: Option<std::sync::Arc<str>>,
+    /// Told once the batch's records are stored (or printed); the source may then
+    /// acknowledge it upstream. Dropped unsent when they were not.
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// A batch with no origin and no acknowledgement.
+    pub fn of(items: Vec<Parsed>) -> Self {
+        Batch {
+            items,
+            origin: None,
+            done: None,
+        }
+    }
+
+    /// Splits the batch into its valid readings and its acknowledgement, logging each
+    /// rejected reading (with the batch's origin) under `source`; also returns how many
+    /// were rejected.
+    pub fn split(
+        self,
+        source: &str,
+    ) -> (
+        Vec<crate::reading::Reading>,
+        usize,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let mut readings = Vec::with_capacity(self.items.len());
+        let mut rejected = 0;
+        for (position, reading) in self.items {
+            match reading {
+                Ok(r) => readings.push(r),
+                Err(e) => {
+                    rejected += 1;
+                    match &self.origin {
+                        Some(origin) => {
+                            tracing::warn!(source, "{origin}: {position} rejected: {e}")
+                        }
+                        None => tracing::warn!(source, "{position} rejected: {e}"),
+                    }
+                }
+            }
+        }
+        (readings, rejected, self.done)
+    }
+
+    /// Says the batch is done.
+    pub fn finish(done: Option<tokio::sync::oneshot::Sender<()>>) {
+        if let Some(d) = done {
+            let _ = d.send(());
+        }
+    }
 }
 
 /// Why a source could not go on.
@@ -49,6 +104,8 @@ pub struct SourceOptions {
     pub interval: Duration,
     /// The line-protocol tag naming the machine, for `.lp` files.
     pub machine_tag: String,
+    /// The MQTT client id; default: derived from the host name.
+    pub mqtt_client_id: Option<String>,
 }
 
 /// A source as named on the command line (SPEC §3).
@@ -58,6 +115,8 @@ pub enum SourceSpec {
     File(PathBuf),
     /// An `http(s)://` URL polled every interval.
     HttpPoll(String),
+    /// An MQTT subscription.
+    Mqtt(mqtt::MqttSpec),
     /// The built-in simulator with this many machines.
     Simulate(usize),
     /// No source at all (`serve` with push only).
@@ -92,9 +151,12 @@ impl SourceSpec {
             reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
             return Ok(SourceSpec::HttpPoll(s.to_owned()));
         }
+        if s.starts_with("mqtt://") || s.starts_with("mqtts://") {
+            return Ok(SourceSpec::Mqtt(mqtt::MqttSpec::parse(s)?));
+        }
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(format!(
-                "{scheme}:// sources are not supported by this build: use a file, http(s)://, or simulate"
+                "{scheme}:// sources are not supported: use a file, http(s)://, mqtt(s):// or simulate"
             ));
         }
         if s.is_empty() {
@@ -114,6 +176,13 @@ impl SourceSpec {
                 Some(Box::new(http_poll::HttpPoll::new(url.clone(), interval)))
             }
             SourceSpec::Simulate(n) => Some(Box::new(simulate::Simulator::new(*n, interval))),
+            SourceSpec::Mqtt(spec) => Some(Box::new(mqtt::MqttSource::new(
+                spec.clone(),
+                opts.mqtt_client_id
+                    .clone()
+                    .unwrap_or_else(mqtt::default_client_id),
+                &self.to_string(),
+            ))),
             SourceSpec::None => None,
         }
     }
@@ -124,6 +193,10 @@ impl fmt::Display for SourceSpec {
         match self {
             SourceSpec::File(p) => write!(f, "{}", p.display()),
             SourceSpec::HttpPoll(u) => f.write_str(u),
+            SourceSpec::Mqtt(m) => {
+                let scheme = if m.tls { "mqtts" } else { "mqtt" };
+                write!(f, "{scheme}://{}:{}/{}", m.host, m.port, m.filter)
+            }
             SourceSpec::Simulate(n) => write!(f, "simulate:{n}"),
             SourceSpec::None => f.write_str("none"),
         }

@@ -139,7 +139,7 @@ impl Source for Simulator {
                     // Distinct times even when the clock does not move between readings.
                     now = Timestamp::from_nanos(now.as_nanos() + 1);
                 }
-                if out.send(Batch { items }).await.is_err() {
+                if out.send(Batch::of(items)).await.is_err() {
                     return Ok(());
                 }
             }

@@ -9,20 +9,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Starts `millwatch serve` on a free port and returns the child and its base URL.
+/// Starts `millwatch serve --source none` on a free port; returns the child and its URL.
 pub fn start_server(store: &str) -> (Child, String) {
+    start_server_with(&["--source", "none", "--store", store])
+}
+
+/// Starts `millwatch serve ARGS` on a free port and returns the child and its base URL.
+pub fn start_server_with(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_millwatch"))
-        .args([
-            "serve",
-            "--source",
-            "none",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            store,
-            "--log-format",
-            "text",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+        .args(args)
         .env("MILLWATCH_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

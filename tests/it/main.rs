@@ -5,6 +5,7 @@ mod api;
 mod cli_ingest;
 mod crash;
 mod dashboard;
+mod mqtt;
 mod pg;
 mod stores;
 mod support;
