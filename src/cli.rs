@@ -49,6 +49,10 @@ pub enum Command {
     /// the reason and skipped; a finite source then exits 1. Ctrl-C stops cleanly.
     Ingest(IngestArgs),
     /// Summarise a series: count, average, min, max and anomalies, as JSON.
+    ///
+    /// FILE is a series ({"timestamps": [...], "values": [...]} or {"series": [...]}), or
+    /// readings in any form (object, array, NDJSON, or line protocol in a .lp file), of which
+    /// --parameter names the value to analyse.
     Analyze(AnalyzeArgs),
     /// Run the service: sources, HTTP API, dashboard and store in one process.
     Serve(ServeArgs),
@@ -137,6 +141,23 @@ pub struct AnalyzeArgs {
     /// of the baseline's magnitude (0.2 is 20 %).
     #[arg(long, default_value_t = 0.2, value_parser = parse_threshold)]
     pub threshold: f64,
+
+    /// What values are compared with: global (the series' average), moving (each value's
+    /// moving average over --window values) or moving:N.
+    #[arg(long)]
+    pub baseline: Option<String>,
+
+    /// The window of --baseline moving.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub window: u32,
+
+    /// Also give count, average, min and max per time bucket (1m, 1h, 1d), aligned to UTC.
+    #[arg(long)]
+    pub bucket: Option<String>,
+
+    /// In line protocol (.lp files): the tag that names the machine (fallback: host).
+    #[arg(long, default_value = "machine_id")]
+    pub machine_tag: String,
 }
 
 /// Arguments of `serve`.

@@ -5,6 +5,7 @@
 //! that talks to the outside world is an adapter around it.
 
 pub mod analytics;
+pub mod analyze;
 pub mod api;
 pub mod cli;
 pub mod ingest;

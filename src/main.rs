@@ -44,10 +44,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Analyze(_) => {
-            eprintln!("error: this command is not built yet");
-            ExitCode::FAILURE
-        }
+        Command::Analyze(args) => match millwatch::analyze::run(&args) {
+            Ok((analysis, rejected)) => match serde_json::to_string_pretty(&analysis) {
+                Ok(json) => {
+                    println!("{json}");
+                    if rejected > 0 {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e @ millwatch::analyze::AnalyzeError::Usage(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -120,6 +120,11 @@ impl Service {
         self.events.subscribe()
     }
 
+    /// The window size N of the moving averages.
+    pub fn window(&self) -> usize {
+        self.lock_pipeline().0.window()
+    }
+
     /// The default machine of readings without `machine_id`.
     pub fn default_machine(&self) -> MachineId {
         self.lock_pipeline().0.default_machine().clone()

@@ -44,6 +44,8 @@ pub(crate) struct ReadingDoc {
         super::data::ingest,
         super::data::write_v1,
         super::data::write_v2,
+        super::analytics::get,
+        super::analytics::post,
         super::status::list,
         super::status::one,
         super::status::set,

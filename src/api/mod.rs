@@ -18,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
 
+mod analytics;
 mod data;
 mod error;
 mod events;
 mod meta;
 mod status;
 
+pub use analytics::{parse_baseline, parse_bucket};
 pub use error::{ApiError, ErrorBody};
 pub use meta::ApiDoc;
 
@@ -87,6 +89,12 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/status/{machine_id}",
             get(status::one).fallback(wrong_method),
+        )
+        .route(
+            "/analytics",
+            get(analytics::get)
+                .post(analytics::post)
+                .fallback(wrong_method),
         )
         .route("/events", get(events::stream).fallback(wrong_method))
         .route("/", get(meta::dashboard).fallback(wrong_method))
