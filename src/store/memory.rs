@@ -7,18 +7,47 @@ use futures::FutureExt;
 
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
-use crate::reading::{MachineId, Value};
+use crate::reading::{MachineId, ParamName};
 use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
 /// Records keyed by (time, arrival), so ranges come out ordered by time, ties by arrival.
 type Timeline = BTreeMap<(Timestamp, u64), Arc<ProcessedRecord>>;
 
+/// One numeric parameter of one machine as parallel arrays sorted by (time, arrival): what
+/// analytics reads, without walking records.
+#[derive(Default)]
+struct Column {
+    keys: Vec<(Timestamp, u64)>,
+    values: Vec<f64>,
+}
+
+impl Column {
+    fn push(&mut self, key: (Timestamp, u64), value: f64) {
+        if self.keys.last().is_none_or(|last| *last < key) {
+            self.keys.push(key);
+            self.values.push(value);
+        } else {
+            // Out of time order: rare, and O(n) then.
+            let at = self.keys.partition_point(|k| *k < key);
+            self.keys.insert(at, key);
+            self.values.insert(at, value);
+        }
+    }
+
+    fn range(&self, lo: (Timestamp, u64), hi: (Timestamp, u64)) -> std::ops::Range<usize> {
+        let start = self.keys.partition_point(|k| *k < lo);
+        let end = self.keys.partition_point(|k| *k <= hi);
+        start..end.max(start)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     next_seq: u64,
     all: Timeline,
     by_machine: HashMap<MachineId, Timeline>,
+    columns: HashMap<(MachineId, ParamName), Column>,
     latest: BTreeMap<MachineId, Arc<ProcessedRecord>>,
     history: Vec<StatusChange>,
 }
@@ -90,6 +119,10 @@ impl Store for MemoryStore {
                 .entry(r.machine_id.clone())
                 .or_default()
                 .insert(key, r.clone());
+            for (name, value, _) in r.numeric() {
+                let id = (r.machine_id.clone(), name.clone());
+                inner.columns.entry(id).or_default().push(key, value);
+            }
             inner.latest.insert(r.machine_id.clone(), r);
         }
         futures::future::ready(Ok(())).boxed()
@@ -123,21 +156,21 @@ impl Store for MemoryStore {
         until: Option<Timestamp>,
     ) -> Result<ValueSeries, StoreError> {
         let inner = self.read();
-        let mut out = ValueSeries::default();
-        let Some(t) = inner.by_machine.get(machine_id) else {
-            return Ok(out);
-        };
         let (lo, hi) = bounds(since, until);
+        let Ok(name) = ParamName::parse(parameter) else {
+            return Ok(ValueSeries::default());
+        };
+        let Some(column) = inner.columns.get(&(machine_id.clone(), name)) else {
+            return Ok(ValueSeries::default());
+        };
         if lo > hi {
-            return Ok(out);
+            return Ok(ValueSeries::default());
         }
-        for ((ts, _), r) in t.range(lo..=hi) {
-            if let Some(Value::Number(v)) = r.get(parameter) {
-                out.timestamps.push(*ts);
-                out.values.push(*v);
-            }
-        }
-        Ok(out)
+        let range = column.range(lo, hi);
+        Ok(ValueSeries {
+            timestamps: column.keys[range.clone()].iter().map(|k| k.0).collect(),
+            values: column.values[range].to_vec(),
+        })
     }
 
     async fn status_history(
@@ -165,6 +198,11 @@ impl Store for MemoryStore {
         for t in inner.by_machine.values_mut() {
             let keep = t.split_off(&(cutoff, 0));
             *t = keep;
+        }
+        for c in inner.columns.values_mut() {
+            let n = c.keys.partition_point(|k| k.0 < cutoff);
+            c.keys.drain(..n);
+            c.values.drain(..n);
         }
         Ok(gone.len())
     }
