@@ -384,7 +384,10 @@ impl<'de> Visitor<'de> for ReadingVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut reading = Reading::default();
+        let mut reading = Reading {
+            fields: Vec::with_capacity(8),
+            ..Reading::default()
+        };
         let mut problem: Option<ReadingError> = None;
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             self.key.clear();
@@ -499,6 +502,9 @@ fn take_field(reading: &mut Reading, key: &str, raw: Raw<'_>) -> Result<(), Read
 
 /// Parses exactly one reading from `text` (a JSON object and nothing else).
 pub fn parse_reading(text: &[u8]) -> Result<Reading, ReadingError> {
+    if let Some(reading) = flat::parse(text) {
+        return Ok(reading);
+    }
     let mut de = serde_json::Deserializer::from_slice(text);
     let outcome = read_one(&mut de).map_err(JsonFailure::into_error)?;
     de.end().map_err(|e| ReadingError::Syntax(e.to_string()))?;
@@ -692,6 +698,11 @@ impl<R: BufRead> ReadingStream<R> {
                         self.buf.clear();
                         continue;
                     }
+                    if let Some(reading) = flat::parse(&self.buf) {
+                        let p = self.pos_at(start_line);
+                        self.index += 1;
+                        return Some((p, Ok(reading)));
+                    }
                     let mut de = serde_json::Deserializer::from_slice(&self.buf);
                     match read_one(&mut de) {
                         Ok(outcome) => {
@@ -718,6 +729,145 @@ impl<R: BufRead> ReadingStream<R> {
         let p = self.pos_at(line);
         self.index += 1;
         Some((p, outcome))
+    }
+}
+
+/// The fast path for the common case: one flat object with plain keys and values (no escapes,
+/// no booleans, arrays or nested objects). It accepts only what it can read exactly as the
+/// serde path does, and answers `None` for anything else, which the serde path then parses
+/// (and, for bad input, explains). The two are checked against each other in a property test.
+mod flat {
+    use std::borrow::Cow;
+
+    use super::{Raw, Reading, take_field};
+
+    struct Scan<'a> {
+        s: &'a str,
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Scan<'a> {
+        fn ws(&mut self) {
+            while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.i += 1;
+            }
+        }
+
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+        }
+
+        /// A string without escapes or control characters; the opening quote is next.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.i;
+            let len = self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if self.b[start + len] != b'"' {
+                return None;
+            }
+            self.i = start + len + 1;
+            // Quotes are ASCII, so both ends are character boundaries of the checked text.
+            self.s.get(start..start + len)
+        }
+
+        /// A number in strict JSON grammar.
+        fn number(&mut self) -> Option<Raw<'a>> {
+            let start = self.i;
+            let digits = |s: &mut Self| {
+                let from = s.i;
+                while s.b.get(s.i).is_some_and(u8::is_ascii_digit) {
+                    s.i += 1;
+                }
+                s.i - from
+            };
+            if self.b.get(self.i) == Some(&b'-') {
+                self.i += 1;
+            }
+            let int_start = self.i;
+            let n = digits(self);
+            if n == 0 || (n > 1 && self.b[int_start] == b'0') {
+                return None;
+            }
+            let mut float = false;
+            if self.b.get(self.i) == Some(&b'.') {
+                self.i += 1;
+                if digits(self) == 0 {
+                    return None;
+                }
+                float = true;
+            }
+            if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+                self.i += 1;
+                if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                    self.i += 1;
+                }
+                if digits(self) == 0 {
+                    return None;
+                }
+                float = true;
+            }
+            let text = self.s.get(start..self.i)?;
+            if float {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(Raw::Float)
+            } else {
+                // Integers beyond i64 take the serde path, which reads them as serde_json does.
+                text.parse::<i64>().ok().map(Raw::Int)
+            }
+        }
+
+        fn value(&mut self) -> Option<Raw<'a>> {
+            self.ws();
+            match self.b.get(self.i)? {
+                b'"' => self.string().map(|s| Raw::Str(Cow::Borrowed(s))),
+                b'n' if self.b[self.i..].starts_with(b"null") => {
+                    self.i += 4;
+                    Some(Raw::Null)
+                }
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+    }
+
+    /// The reading, if `text` is a flat object this path reads exactly; else `None`.
+    pub(super) fn parse(text: &[u8]) -> Option<Reading> {
+        let s = std::str::from_utf8(text).ok()?;
+        let mut sc = Scan { s, b: text, i: 0 };
+        sc.eat(b'{')?;
+        let mut reading = Reading {
+            fields: Vec::with_capacity(8),
+            ..Reading::default()
+        };
+        sc.ws();
+        if sc.b.get(sc.i) == Some(&b'}') {
+            sc.i += 1;
+        } else {
+            loop {
+                sc.ws();
+                let key = sc.string()?;
+                sc.eat(b':')?;
+                let raw = sc.value()?;
+                take_field(&mut reading, key, raw).ok()?;
+                sc.ws();
+                match sc.b.get(sc.i)? {
+                    b',' => sc.i += 1,
+                    b'}' => {
+                        sc.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        sc.ws();
+        (sc.i == sc.b.len()).then_some(reading)
     }
 }
 
@@ -769,6 +919,7 @@ impl<R: BufRead> Iterator for ReadingStream<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn one(text: &str) -> Result<Reading, ReadingError> {
         parse_reading(text.as_bytes())
@@ -785,6 +936,86 @@ mod tests {
         Field {
             name: ParamName::parse(name).unwrap(),
             value: Value::State(v.into()),
+        }
+    }
+
+    /// The serde path alone, as it was before the fast path.
+    fn serde_only(text: &[u8]) -> Result<Reading, ReadingError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let outcome = read_one(&mut de).map_err(JsonFailure::into_error)?;
+        de.end().map_err(|e| ReadingError::Syntax(e.to_string()))?;
+        outcome
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            (-1e6f64..1e6).prop_map(|v| v.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:e}")),
+            "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
+            "-?0[0-9]+",
+            "[0-9]{1,3}\\.",
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{\"a\": 1}".to_string()),
+            "\"[a-zA-Z0-9 _:.-]{0,12}\"",
+            "\"[a-z]{0,4}\\\\[nt\"\\\\][a-z]{0,4}\"",
+            "\"(é|ü|日本|\\u00e9){1,3}\"",
+            Just("\"2024-10-27T12:00:00\"".to_string()),
+            Just("\"2024-10-27T12:00:00.125+01:00\"".to_string()),
+        ]
+    }
+
+    fn json_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("machine_id".to_string()),
+            Just("timestamp".to_string()),
+            "[a-z]{1,8}",
+            "[a-z]{1,5}_avg",
+            "[a-z ]{1,5}",
+            "[a-z]{1,3}\\\\u0041",
+        ]
+    }
+
+    proptest! {
+        /// Whatever the fast path accepts, it reads exactly as serde does; and the public
+        /// parser always agrees with the serde path, error for error.
+        #[test]
+        fn fast_path_agrees_with_serde(
+            fields in prop::collection::vec((json_key(), json_value(), "[ \t]{0,2}"), 0..8),
+            trailing in prop_oneof![Just(""), Just(" "), Just("\n"), Just(" x"), Just(",")],
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}")).collect();
+            let text = format!("{{{}}}{trailing}", body.join(","));
+            let slow = serde_only(text.as_bytes());
+            if let Some(fast) = flat::parse(text.as_bytes()) {
+                prop_assert_eq!(Ok(fast), slow.clone(), "{}", text);
+            }
+            prop_assert_eq!(parse_reading(text.as_bytes()), slow, "{}", text);
+        }
+    }
+
+    #[test]
+    fn common_readings_take_the_fast_path() {
+        for text in [
+            r#"{"timestamp": "2024-10-27T12:00:00", "temperature": 70, "speed": 30, "status": "RUNNING"}"#,
+            r#"{"machine_id":"press-001","timestamp":1700000000,"temperature":71.5,"speed":1480,"p":4.25e0,"s":null}"#,
+            " { } ",
+        ] {
+            assert!(flat::parse(text.as_bytes()).is_some(), "{text}");
+        }
+        for text in [
+            r#"{"a": true}"#,
+            r#"{"a": "x\ny"}"#,
+            r#"{"a": 1}}"#,
+            r#"{"a": 01}"#,
+            r#"{"a": 99999999999999999999}"#,
+        ] {
+            assert!(flat::parse(text.as_bytes()).is_none(), "{text}");
         }
     }
 
