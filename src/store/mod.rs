@@ -19,6 +19,7 @@ pub mod codec;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
+mod writer;
 
 /// Resolves once what was handed to the store is durable (or failed to be).
 pub type Ack = BoxFuture<'static, Result<(), StoreError>>;

@@ -6,16 +6,15 @@
 //! (503 at the API) and the pool reconnects as soon as the server is back. A failed
 //! transaction is rolled back whole, so nothing half-written remains.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
+use super::writer::{self, Command};
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
@@ -52,19 +51,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// How long a request waits for a connection before it is told the store is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_GROUP_COMMANDS: usize = 4096;
-const MAX_GROUP_RECORDS: usize = 500_000;
 const RETENTION_STEP: i64 = 500;
-
-enum Command {
-    Append(
-        Vec<Arc<ProcessedRecord>>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
-    Status(StatusChange, oneshot::Sender<Result<(), StoreError>>),
-    Retain(Timestamp, oneshot::Sender<Result<usize, StoreError>>),
-    Close(oneshot::Sender<()>),
-}
 
 /// PostgreSQL behind a pool, with a group-commit writer task.
 pub struct PostgresStore {
@@ -190,40 +177,13 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(first) = rx.recv().await {
-            let mut group = vec![first];
-            let mut records = 0;
-            while group.len() < MAX_GROUP_COMMANDS && records < MAX_GROUP_RECORDS {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        if let Command::Append(r, _) = &cmd {
-                            records += r.len();
-                        }
-                        group.push(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let group = writer::gather(first, || rx.try_recv().ok());
             let seq_before = self.next_seq;
             let result = self.write(&group).await;
             if result.is_err() {
                 self.next_seq = seq_before;
             }
-            let mut closing = false;
-            for cmd in group {
-                match cmd {
-                    Command::Append(_, ack) | Command::Status(_, ack) => {
-                        let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
-                    }
-                    Command::Retain(_, ack) => {
-                        let _ = ack.send(result.clone());
-                    }
-                    Command::Close(done) => {
-                        let _ = done.send(());
-                        closing = true;
-                    }
-                }
-            }
-            if closing {
+            if writer::answer(group, &result) {
                 break;
             }
         }
@@ -232,18 +192,7 @@ impl Writer {
     async fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let mut per_machine: BTreeMap<&str, Vec<(u64, &ProcessedRecord)>> = BTreeMap::new();
-        for cmd in group {
-            if let Command::Append(records, _) = cmd {
-                for r in records {
-                    per_machine
-                        .entry(r.machine_id.as_str())
-                        .or_default()
-                        .push((self.next_seq, r));
-                    self.next_seq += 1;
-                }
-            }
-        }
+        let per_machine = writer::per_machine(group, &mut self.next_seq);
         if !per_machine.is_empty() {
             // One multi-row INSERT per commit: chunks are few (one per machine), so this is
             // as fast as COPY here and simpler.
@@ -256,20 +205,11 @@ impl Writer {
             let mut data = Vec::new();
             for (machine, rows) in &per_machine {
                 machines.push(*machine);
-                ts_min.push(
-                    rows.iter()
-                        .map(|(_, r)| r.timestamp.as_nanos())
-                        .min()
-                        .unwrap_or(i64::MIN),
-                );
-                ts_max.push(
-                    rows.iter()
-                        .map(|(_, r)| r.timestamp.as_nanos())
-                        .max()
-                        .unwrap_or(i64::MAX),
-                );
-                seq_min.push(rows[0].0 as i64);
-                seq_max.push(rows[rows.len() - 1].0 as i64);
+                let (lo, hi, first, last) = writer::bounds(rows);
+                ts_min.push(lo.as_nanos());
+                ts_max.push(hi.as_nanos());
+                seq_min.push(first as i64);
+                seq_max.push(last as i64);
                 n.push(rows.len() as i32);
                 data.push(codec::encode(rows.iter().copied()));
             }
@@ -318,26 +258,16 @@ fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
     })
 }
 
-fn ack(rx: oneshot::Receiver<Result<(), StoreError>>) -> Ack {
-    async move { rx.await.map_err(failed)? }.boxed()
-}
-
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
         let (tx, rx) = oneshot::channel();
-        match self.send(Command::Append(records, tx)) {
-            Ok(()) => ack(rx),
-            Err(e) => futures::future::ready(Err(e)).boxed(),
-        }
+        writer::ack(self.send(Command::Append(records, tx)), rx)
     }
 
     fn append_status(&self, change: StatusChange) -> Ack {
         let (tx, rx) = oneshot::channel();
-        match self.send(Command::Status(change, tx)) {
-            Ok(()) => ack(rx),
-            Err(e) => futures::future::ready(Err(e)).boxed(),
-        }
+        writer::ack(self.send(Command::Status(change, tx)), rx)
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {

@@ -7,16 +7,16 @@
 //!
 //! Records are kept in chunks (see [`super::codec`]): one row per machine per commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
+use super::writer::{self, Command};
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
@@ -62,22 +62,8 @@ pub enum Durability {
     Process,
 }
 
-/// Most commands one commit takes, and most records.
-const MAX_GROUP_COMMANDS: usize = 4096;
-const MAX_GROUP_RECORDS: usize = 500_000;
 /// Rows deleted per retention step, small so that ingestion never waits long.
 const RETENTION_STEP: i64 = 500;
-
-enum Command {
-    Append(
-        Vec<Arc<ProcessedRecord>>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
-    Status(StatusChange, oneshot::Sender<Result<(), StoreError>>),
-    /// Deletes up to RETENTION_STEP chunks older than the cut-off; answers how many.
-    Retain(Timestamp, oneshot::Sender<Result<usize, StoreError>>),
-    Close(oneshot::Sender<()>),
-}
 
 /// A SQLite file with a group-commit writer thread.
 pub struct SqliteStore {
@@ -219,69 +205,25 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            let mut records = 0;
-            while group.len() < MAX_GROUP_COMMANDS && records < MAX_GROUP_RECORDS {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        if let Command::Append(r, _) = &cmd {
-                            records += r.len();
-                        }
-                        group.push(cmd);
-                    }
-                    Err(_) => break,
-                }
+            let group = writer::gather(first, || rx.try_recv().ok());
+            let seq_before = self.next_seq;
+            let result = self.write(&group);
+            if result.is_err() {
+                self.next_seq = seq_before;
             }
-            if !self.commit(group) {
+            if writer::answer(group, &result) {
+                let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
                 break;
             }
         }
         tracing::debug!(file = %self.file.display(), "SQLite writer stopped");
     }
 
-    /// Writes a group in one transaction and answers each command; false after Close.
-    fn commit(&mut self, group: Vec<Command>) -> bool {
-        let seq_before = self.next_seq;
-        let result = self.write(&group);
-        if result.is_err() {
-            self.next_seq = seq_before;
-        }
-        let mut keep_going = true;
-        for cmd in group {
-            match cmd {
-                Command::Append(_, ack) | Command::Status(_, ack) => {
-                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
-                }
-                Command::Retain(_, ack) => {
-                    let _ = ack.send(result.clone());
-                }
-                Command::Close(done) => {
-                    let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
-                    let _ = done.send(());
-                    keep_going = false;
-                }
-            }
-        }
-        keep_going
-    }
-
     fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            // One chunk per machine for the whole group, in arrival order.
-            let mut per_machine: BTreeMap<&str, Vec<(u64, &ProcessedRecord)>> = BTreeMap::new();
-            for cmd in group {
-                if let Command::Append(records, _) = cmd {
-                    for r in records {
-                        per_machine
-                            .entry(r.machine_id.as_str())
-                            .or_default()
-                            .push((self.next_seq, r));
-                        self.next_seq += 1;
-                    }
-                }
-            }
+            let per_machine = writer::per_machine(group, &mut self.next_seq);
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
@@ -289,24 +231,15 @@ impl Writer {
                 )
                 .map_err(failed)?;
             for (machine, rows) in &per_machine {
-                let ts_min = rows
-                    .iter()
-                    .map(|(_, r)| r.timestamp)
-                    .min()
-                    .unwrap_or(Timestamp::MIN);
-                let ts_max = rows
-                    .iter()
-                    .map(|(_, r)| r.timestamp)
-                    .max()
-                    .unwrap_or(Timestamp::MAX);
+                let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(rows);
                 let data = codec::encode(rows.iter().copied());
                 insert
                     .execute(params![
                         machine,
                         ts_min.as_nanos(),
                         ts_max.as_nanos(),
-                        rows[0].0 as i64,
-                        rows[rows.len() - 1].0 as i64,
+                        seq_min as i64,
+                        seq_max as i64,
                         rows.len() as i64,
                         data
                     ])
@@ -368,18 +301,12 @@ fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
         let (tx, rx) = oneshot::channel();
-        match self.send(Command::Append(records, tx)) {
-            Ok(()) => async move { rx.await.map_err(failed)? }.boxed(),
-            Err(e) => futures::future::ready(Err(e)).boxed(),
-        }
+        writer::ack(self.send(Command::Append(records, tx)), rx)
     }
 
     fn append_status(&self, change: StatusChange) -> Ack {
         let (tx, rx) = oneshot::channel();
-        match self.send(Command::Status(change, tx)) {
-            Ok(()) => async move { rx.await.map_err(failed)? }.boxed(),
-            Err(e) => futures::future::ready(Err(e)).boxed(),
-        }
+        writer::ack(self.send(Command::Status(change, tx)), rx)
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {

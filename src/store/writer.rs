@@ -1,0 +1,122 @@
+//! What the SQLite and PostgreSQL writers share: the commands they take, how a group of
+//! commands is gathered and numbered, and how each command is answered after the commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use super::{Ack, StoreError};
+use crate::pipeline::ProcessedRecord;
+use crate::status::StatusChange;
+use crate::timestamp::Timestamp;
+
+/// Most commands one commit takes, and most records.
+const MAX_GROUP_COMMANDS: usize = 4096;
+const MAX_GROUP_RECORDS: usize = 500_000;
+
+/// Where a command's result goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One request to a writer.
+pub(crate) enum Command {
+    /// Store these records, all or nothing.
+    Append(Vec<Arc<ProcessedRecord>>, Reply<()>),
+    /// Store a status change.
+    Status(StatusChange, Reply<()>),
+    /// Delete one small step of chunks older than the cut-off; answers how many went.
+    Retain(Timestamp, Reply<usize>),
+    /// Flush and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// `first` and whatever else is queued (from `next`), up to the group limits.
+pub(crate) fn gather(first: Command, mut next: impl FnMut() -> Option<Command>) -> Vec<Command> {
+    let mut group = vec![first];
+    let mut records = 0;
+    while group.len() < MAX_GROUP_COMMANDS && records < MAX_GROUP_RECORDS {
+        match next() {
+            Some(cmd) => {
+                if let Command::Append(r, _) = &cmd {
+                    records += r.len();
+                }
+                group.push(cmd);
+            }
+            None => break,
+        }
+    }
+    group
+}
+
+/// The group's records per machine in arrival order, numbered from `*next_seq` on: one chunk
+/// per machine per commit.
+pub(crate) fn per_machine<'a>(
+    group: &'a [Command],
+    next_seq: &mut u64,
+) -> BTreeMap<&'a str, Vec<(u64, &'a ProcessedRecord)>> {
+    let mut out: BTreeMap<&str, Vec<(u64, &ProcessedRecord)>> = BTreeMap::new();
+    for cmd in group {
+        if let Command::Append(records, _) = cmd {
+            for r in records {
+                out.entry(r.machine_id.as_str())
+                    .or_default()
+                    .push((*next_seq, r));
+                *next_seq += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The time range and arrival range of one machine's chunk.
+pub(crate) fn bounds(rows: &[(u64, &ProcessedRecord)]) -> (Timestamp, Timestamp, u64, u64) {
+    let ts_min = rows
+        .iter()
+        .map(|(_, r)| r.timestamp)
+        .min()
+        .unwrap_or(Timestamp::MIN);
+    let ts_max = rows
+        .iter()
+        .map(|(_, r)| r.timestamp)
+        .max()
+        .unwrap_or(Timestamp::MAX);
+    let seq_min = rows.first().map_or(0, |r| r.0);
+    let seq_max = rows.last().map_or(0, |r| r.0);
+    (ts_min, ts_max, seq_min, seq_max)
+}
+
+/// Answers every command of a committed (or failed) group; true when one of them was Close.
+pub(crate) fn answer(group: Vec<Command>, result: &Result<usize, StoreError>) -> bool {
+    let mut closing = false;
+    for cmd in group {
+        match cmd {
+            Command::Append(_, reply) | Command::Status(_, reply) => {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
+            Command::Retain(_, reply) => {
+                let _ = reply.send(result.clone());
+            }
+            Command::Close(done) => {
+                let _ = done.send(());
+                closing = true;
+            }
+        }
+    }
+    closing
+}
+
+/// The acknowledgement of a command handed to a writer (or of the failure to hand it over).
+pub(crate) fn ack(
+    sent: Result<(), StoreError>,
+    rx: oneshot::Receiver<Result<(), StoreError>>,
+) -> Ack {
+    match sent {
+        Ok(()) => async move {
+            rx.await
+                .map_err(|_| StoreError::Failed("the writer stopped".into()))?
+        }
+        .boxed(),
+        Err(e) => futures::future::ready(Err(e)).boxed(),
+    }
+}
