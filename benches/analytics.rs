@@ -40,6 +40,25 @@ fn plain_sum(values: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + chunks.remainder().iter().sum::<f64>()
 }
 
+/// The same with the prefetch hint that `summarize` gives (2 KiB ahead): on the VM this was
+/// written on, the hardware prefetcher alone leaves a fifth of the bandwidth unused.
+fn plain_sum_prefetched(values: &[f64]) -> f64 {
+    let mut acc = [0.0; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(c.as_ptr().wrapping_add(256).cast::<i8>());
+        }
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f64>() + chunks.remainder().iter().sum::<f64>()
+}
+
 fn bench(c: &mut Criterion) {
     let (timestamps, values) = series();
     let mut g = c.benchmark_group("analytics");
@@ -47,6 +66,9 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("read_bandwidth_plain_sum", |b| {
         b.iter(|| plain_sum(black_box(&values)))
+    });
+    g.bench_function("read_bandwidth_plain_sum_prefetched", |b| {
+        b.iter(|| plain_sum_prefetched(black_box(&values)))
     });
     g.bench_function("summarize", |b| b.iter(|| summarize(black_box(&values))));
     g.bench_function("analyze_global", |b| {

@@ -50,6 +50,87 @@ impl CompensatedSum {
     }
 }
 
+/// Shewchuk's exact summation, the algorithm of Python's `math.fsum`: the partials always add
+/// up exactly to the values added so far, and [`ExactSum::value`] rounds that once.
+#[derive(Debug, Default)]
+pub struct ExactSum {
+    /// Non-overlapping, increasing in magnitude.
+    partials: Vec<f64>,
+    /// Some partial overflowed: the sum is beyond what the partials can hold.
+    overflow: bool,
+}
+
+impl ExactSum {
+    /// The exact sum of `values`.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut s = ExactSum::default();
+        for x in values {
+            s.add(x);
+        }
+        s
+    }
+
+    /// Adds one value, exactly.
+    pub fn add(&mut self, x: f64) {
+        if self.overflow {
+            return;
+        }
+        let mut x = x;
+        let mut kept = 0;
+        for j in 0..self.partials.len() {
+            let mut y = self.partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                self.partials[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.partials.truncate(kept);
+        if x.is_finite() {
+            self.partials.push(x);
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The sum rounded once to the nearest f64 (ties to even); `None` if it overflowed.
+    pub fn value(&self) -> Option<f64> {
+        if self.overflow {
+            return None;
+        }
+        let p = &self.partials;
+        let Some(&top) = p.last() else {
+            return Some(0.0);
+        };
+        let (mut hi, mut lo) = (top, 0.0);
+        let mut rest = p.len() - 1;
+        while rest > 0 {
+            rest -= 1;
+            let (x, y) = (hi, p[rest]);
+            hi = x + y;
+            lo = y - (hi - x);
+            if lo != 0.0 {
+                break;
+            }
+        }
+        // Half-way case: if the next partial has the sign of lo, the true sum is past the
+        // midpoint and must round away from hi (math.fsum's correction).
+        if rest > 0 && ((lo < 0.0 && p[rest - 1] < 0.0) || (lo > 0.0 && p[rest - 1] > 0.0)) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+        hi.is_finite().then_some(hi)
+    }
+}
+
 /// The mean of the last `capacity` values pushed, exact to the last bit or two.
 #[derive(Debug, Clone)]
 pub struct MovingAverage {
@@ -58,7 +139,15 @@ pub struct MovingAverage {
     sum: CompensatedSum,
     /// Evictions since the sum was last recomputed from the ring.
     since_recompute: usize,
+    /// The largest magnitude added since the last recomputation: when the sum has become tiny
+    /// beside it, the running sum may have cancelled away the digits that matter.
+    max_abs: f64,
 }
+
+/// How much larger than the sum a past value may be before the sum is recomputed exactly:
+/// the compensated sum keeps about 2^-104 of the largest magnitude, so at 2^40 it still holds
+/// every bit of the mean with room to spare.
+const CANCELLATION_LIMIT: f64 = 1_099_511_627_776.0; // 2^40
 
 impl MovingAverage {
     /// A window over the last `capacity` values (at least 1).
@@ -69,11 +158,13 @@ impl MovingAverage {
             capacity,
             sum: CompensatedSum::default(),
             since_recompute: 0,
+            max_abs: 0.0,
         }
     }
 
     /// Adds a value (finite, as readings guarantee) and returns the new average.
     pub fn push(&mut self, x: f64) -> f64 {
+        self.max_abs = self.max_abs.max(x.abs());
         if self.ring.len() == self.capacity {
             let old = self.ring.pop_front().unwrap_or(0.0);
             self.ring.push_back(x);
@@ -88,12 +179,37 @@ impl MovingAverage {
             self.ring.push_back(x);
             self.sum.add(x);
         }
+        if self.max_abs > CANCELLATION_LIMIT * self.sum.value().abs() {
+            self.recompute_exactly();
+        }
         self.average()
     }
 
     fn recompute(&mut self) {
         self.sum = CompensatedSum::of(self.ring.iter().copied());
         self.since_recompute = 0;
+        self.max_abs = self.ring.iter().fold(0.0, |m, v| m.max(v.abs()));
+    }
+
+    /// After massive cancellation (a huge value left, or huge values cancel each other): the
+    /// exact sum, rounded once. Rare; O(N) when it happens.
+    fn recompute_exactly(&mut self) {
+        self.recompute();
+        let exact = ExactSum::of(self.ring.iter().copied());
+        if let Some(hi) = exact.value() {
+            // Keep what rounding to `hi` dropped, so later updates start from ~106 bits.
+            let mut rest = ExactSum {
+                partials: exact.partials.clone(),
+                overflow: false,
+            };
+            rest.add(-hi);
+            self.sum = CompensatedSum {
+                hi,
+                lo: rest.value().unwrap_or(0.0),
+            };
+        }
+        // Huge values that cancel each other may still be in the window: then every push
+        // recomputes until they have left. Correct first; it only costs while they are there.
     }
 
     /// The current average; `None` before the first value.
@@ -236,6 +352,66 @@ mod tests {
                 }
             }
             assert!(worst <= 1.0);
+        }
+    }
+
+    /// Found by the analytics property test: a value of 5.9e77 leaving a window of tiny values
+    /// used to leave the running sum 2000 ulp off.
+    #[test]
+    fn a_huge_value_leaving_the_window_leaves_no_trace() {
+        let mut values = vec![0.0; 12];
+        values.extend([
+            5.892378738524076e77,
+            4.0,
+            2.0376873579131692e-209,
+            0.0,
+            -0.00040471452020814265,
+        ]);
+        let mut w = MovingAverage::new(3);
+        let mut last = 0.0;
+        for &v in &values {
+            last = w.push(v);
+        }
+        let tail = &values[values.len() - 3..];
+        assert_eq!(last, fsum(tail) / 3.0);
+        assert_eq!(last, -1.3490484006938087e-4);
+    }
+
+    #[test]
+    fn extreme_magnitudes_stay_exact() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for n in [1usize, 2, 3, 5, 8] {
+            let mut w = MovingAverage::new(n);
+            let mut all: Vec<f64> = Vec::new();
+            for i in 0..200_000 {
+                let x = match rng.u8(..6) {
+                    0 => 10f64.powi(rng.i32(-300..300)) * (rng.f64() - 0.5),
+                    1 => -all.last().copied().unwrap_or(1.0), // cancels the previous one
+                    2 => 0.0,
+                    _ => 1e-3 * (rng.f64() - 0.5),
+                };
+                all.push(x);
+                let got = w.push(x);
+                let tail = &all[all.len().saturating_sub(n)..];
+                let want = fsum(
+                    &tail
+                        .iter()
+                        .map(|v| v / tail.len() as f64)
+                        .collect::<Vec<_>>(),
+                );
+                let exact_sum = fsum(tail);
+                let want = if exact_sum.is_finite() {
+                    exact_sum / tail.len() as f64
+                } else {
+                    want
+                };
+                // Both sides round twice (the sum, then the division): allow two ulps.
+                let ulp = (want.abs() * f64::EPSILON).max(f64::MIN_POSITIVE);
+                assert!(
+                    (got - want).abs() <= 2.0 * ulp,
+                    "n={n} push {i}: got {got:e}, want {want:e}, window {tail:?}"
+                );
+            }
         }
     }
 
