@@ -106,8 +106,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         // Telegraf and other InfluxDB clients gzip their bodies by default.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        // Telegraf and other InfluxDB clients gzip their bodies by default.
-        .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
