@@ -24,7 +24,8 @@ function init(args)
   math.randomseed(1234 + id)
   -- Each line is head .. time .. tail; the values are fixed per line, the time is not.
   for i = 0, 999 do
-    local machine = string.format("press-%03d", i % 100)
+    -- Each thread (gateway) owns its machines, so each machine's readings arrive in time order.
+    local machine = string.format("press-%d-%03d", id, i % 100)
     local t = 60 + 20 * math.random()
     local speed = 1400 + math.random(0, 200)
     local p = 4 + math.random()

@@ -49,7 +49,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             let service = service.clone();
             let name = spec.to_string();
             tracing::info!(source = %name, "source started");
-            sources.spawn(feed(name, source, service));
+            // The simulator's machines also run through the job lifecycle, so the dashboard's
+            // status badges move like a plant's would.
+            let follow_status = matches!(spec, SourceSpec::Simulate(_));
+            sources.spawn(feed(name, source, service, follow_status));
         }
     }
     if let Some(keep) = args.retention {
@@ -74,17 +77,25 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 }
 
 /// Feeds one source into the service: valid readings are stored, invalid ones logged.
-async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Arc<Service>) {
+async fn feed(
+    name: String,
+    source: Box<dyn crate::sources::Source>,
+    service: Arc<Service>,
+    follow_status: bool,
+) {
     let (tx, mut rx) = mpsc::channel::<Batch>(16);
     let producer = tokio::spawn(source.run(tx));
     while let Some(batch) = rx.recv().await {
         let (readings, rejected, ack) = batch.split(&name);
         crate::metrics::readings(&name, "rejected", rejected);
-        match service.ingest(readings).await {
-            Ok(done) => {
-                crate::metrics::readings(&name, "accepted", done.stored);
-                crate::metrics::readings(&name, "duplicate", done.duplicates);
+        match service.ingest_records(readings).await {
+            Ok((records, duplicates)) => {
+                crate::metrics::readings(&name, "accepted", records.len());
+                crate::metrics::readings(&name, "duplicate", duplicates);
                 Batch::finish(ack);
+                if follow_status {
+                    follow(&service, &records).await;
+                }
             }
             // Not acknowledged: a source that can (MQTT) will get the batch again.
             Err(e) => tracing::error!(source = %name, error = %e, "readings could not be stored"),
@@ -95,6 +106,24 @@ async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Ar
         Ok(Err(e)) => tracing::error!(source = %name, error = %e, "source failed"),
         Err(e) if e.is_cancelled() => {}
         Err(e) => tracing::error!(source = %name, error = %e, "source task failed"),
+    }
+}
+
+/// Sets each machine's job status to the `status` of its latest reading, when the lifecycle
+/// allows the change (the simulator's statuses always follow it).
+async fn follow(service: &Service, records: &[Arc<crate::pipeline::ProcessedRecord>]) {
+    for r in records {
+        let Some(crate::reading::Value::State(s)) = r.get("status") else {
+            continue;
+        };
+        let Ok(status) = crate::status::JobStatus::parse(s) else {
+            continue;
+        };
+        if service.status_of(&r.machine_id).0 != status {
+            if let Err(e) = service.set_status(r.machine_id.clone(), status).await {
+                tracing::debug!(machine = %r.machine_id, error = %e, "simulated status not applied");
+            }
+        }
     }
 }
 
