@@ -58,8 +58,13 @@ pub struct StatusAnswer {
     pub since: Option<Timestamp>,
 }
 
-/// The latest record of each machine, with the arrival number that made it the latest.
-type Latest = BTreeMap<MachineId, (u64, Arc<ProcessedRecord>)>;
+/// The latest record of each machine, with the arrival number that made it the latest, and
+/// the JSON of the whole map once somebody asked for it (dropped at every change).
+#[derive(Default)]
+struct Latest {
+    records: BTreeMap<MachineId, (u64, Arc<ProcessedRecord>)>,
+    json: Option<bytes::Bytes>,
+}
 
 /// One pipeline and one store, shared by every source and request.
 pub struct Service {
@@ -88,12 +93,15 @@ impl Service {
         for c in &recovery.statuses {
             book.apply(c);
         }
-        let latest = store
-            .latest()
-            .await?
-            .into_iter()
-            .map(|r| (r.machine_id.clone(), (0, r)))
-            .collect();
+        let latest = Latest {
+            records: store
+                .latest()
+                .await?
+                .into_iter()
+                .map(|r| (r.machine_id.clone(), (0, r)))
+                .collect(),
+            json: None,
+        };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         tracing::info!(
             records = recovery.records.len(),
@@ -178,7 +186,9 @@ impl Service {
             return;
         }
         {
-            let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.latest.write().unwrap_or_else(|e| e.into_inner());
+            guard.json = None;
+            let latest = &mut guard.records;
             for (i, r) in records.iter().enumerate() {
                 let seq = first_seq + i as u64;
                 // Batches committed together may wake in any order: keep the last arrived.
@@ -201,14 +211,32 @@ impl Service {
     /// The latest record of each machine, sorted by machine id.
     pub fn latest(&self) -> Vec<Arc<ProcessedRecord>> {
         let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
-        latest.values().map(|(_, r)| r.clone()).collect()
+        latest.records.values().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// `latest()` as JSON, serialized once per change rather than once per request: the
+    /// dashboard and monitoring poll it far more often than most machines report.
+    pub fn latest_json(&self) -> bytes::Bytes {
+        if let Some(json) = &self.latest.read().unwrap_or_else(|e| e.into_inner()).json {
+            return json.clone();
+        }
+        let mut guard = self.latest.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(json) = &guard.json {
+            return json.clone();
+        }
+        let records: Vec<&ProcessedRecord> =
+            guard.records.values().map(|(_, r)| r.as_ref()).collect();
+        let json =
+            bytes::Bytes::from(serde_json::to_vec(&records).unwrap_or_else(|_| b"[]".to_vec()));
+        guard.json = Some(json.clone());
+        json
     }
 
     /// Machines known from records or statuses, sorted.
     pub fn machines(&self) -> Vec<MachineId> {
         let mut ids: Vec<MachineId> = {
             let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
-            latest.keys().cloned().collect()
+            latest.records.keys().cloned().collect()
         };
         ids.extend(self.status_view().all().into_iter().map(|(m, _, _)| m));
         ids.sort();

@@ -81,8 +81,11 @@ pub(crate) async fn list(
 /// The latest processed record of each machine, sorted by machine id.
 #[utoipa::path(get, path = "/data/latest", tag = "data",
     responses((status = 200, description = "One record per machine", body = [super::meta::RecordDoc])))]
-pub(crate) async fn latest(State(state): State<AppState>) -> Json<Vec<Arc<ProcessedRecord>>> {
-    Json(state.service.latest())
+pub(crate) async fn latest(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.service.latest_json(),
+    )
 }
 
 /// What `POST /ingest` answers.
