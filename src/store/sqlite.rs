@@ -39,9 +39,11 @@ const MIGRATIONS: &[&str] = &[
         n INTEGER NOT NULL,
         data BLOB NOT NULL
     );
-    CREATE INDEX chunks_machine_ts ON chunks (machine_id, ts_max);
     CREATE INDEX chunks_ts ON chunks (ts_max);
-    CREATE INDEX chunks_machine_seq ON chunks (machine_id, seq_max);
+    -- One index per machine, not two: each commit inserts one entry per machine into every
+    -- such index, at a different leaf for each machine, so every index costs whole pages of
+    -- WAL per commit. It covers the time bounds, so range queries never touch the rows.
+    CREATE INDEX chunks_machine ON chunks (machine_id, seq_max, ts_min, ts_max);
     CREATE TABLE status_history (
         id INTEGER PRIMARY KEY,
         machine_id TEXT NOT NULL,
