@@ -1329,54 +1329,9 @@ mod tests {
 
     use super::*;
 
-    /// Shewchuk's exact summation (Python's `math.fsum`): the correctly rounded sum. A copy of
-    /// the reference in window.rs's tests, kept apart from [`ExactSum`] so that the reference
-    /// does not share the code it checks.
-    fn fsum(values: &[f64]) -> f64 {
-        let mut partials: Vec<f64> = Vec::new();
-        for &x in values {
-            let mut x = x;
-            let mut i = 0;
-            for j in 0..partials.len() {
-                let mut y = partials[j];
-                if x.abs() < y.abs() {
-                    std::mem::swap(&mut x, &mut y);
-                }
-                let hi = x + y;
-                let lo = y - (hi - x);
-                if lo != 0.0 {
-                    partials[i] = lo;
-                    i += 1;
-                }
-                x = hi;
-            }
-            partials.truncate(i);
-            partials.push(x);
-        }
-        let Some(mut hi) = partials.pop() else {
-            return 0.0;
-        };
-        let mut lo = 0.0;
-        while let Some(y) = partials.pop() {
-            let x = hi;
-            hi = x + y;
-            let yr = hi - x;
-            lo = y - yr;
-            if lo != 0.0 {
-                break;
-            }
-        }
-        if let Some(&next) = partials.last() {
-            if (lo < 0.0 && next < 0.0) || (lo > 0.0 && next > 0.0) {
-                let y = lo * 2.0;
-                let x = hi + y;
-                if y == x - hi {
-                    hi = x;
-                }
-            }
-        }
-        hi
-    }
+    /// The test reference for exact sums, written apart from [`ExactSum`] so that the
+    /// reference does not share the code it checks.
+    use crate::window::reference::fsum;
 
     fn ts(i: usize) -> Timestamp {
         Timestamp::from_nanos(1_700_000_000_000_000_000 + i as i64 * 1_000_000_000)

@@ -239,10 +239,9 @@ impl MovingAverage {
     }
 }
 
+/// Test references shared by the modules that check exact sums.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod reference {
     /// Shewchuk's exact summation (Python's `math.fsum`): the correctly rounded sum.
     pub(crate) fn fsum(values: &[f64]) -> f64 {
         let mut partials: Vec<f64> = Vec::new();
@@ -290,6 +289,12 @@ mod tests {
         }
         hi
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::fsum;
+    use super::*;
 
     #[test]
     fn seed_example() {
