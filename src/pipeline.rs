@@ -247,6 +247,11 @@ impl Pipeline {
         })
     }
 
+    /// Forgets every window and every remembered reading (before a rebuild from the store).
+    pub fn reset(&mut self) {
+        self.machines.clear();
+    }
+
     /// Replays a stored record into the windows and the duplicate memory, without output:
     /// how a restarted service picks up where it stopped.
     pub fn restore(&mut self, record: &ProcessedRecord) {

@@ -76,6 +76,9 @@ pub struct Service {
     /// A copy of the book for readers, so that `GET /status` never waits for a store write.
     status_view: RwLock<StatusBook>,
     events: broadcast::Sender<Event>,
+    /// Set when a write failed after the pipeline had processed its readings: the pipeline
+    /// must be rebuilt from the store before it takes more.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -86,6 +89,7 @@ impl Service {
         let recovery = store
             .recovery(pipeline.window().max(crate::pipeline::DEFAULT_RECOVERY))
             .await?;
+        pipeline.reset();
         for r in &recovery.records {
             pipeline.restore(r);
         }
@@ -115,7 +119,31 @@ impl Service {
             status_view: RwLock::new(book.clone()),
             statuses: tokio::sync::Mutex::new(book),
             events,
+            stale: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Rebuilds the windows and the duplicate memory from the store, after a write failed:
+    /// the pipeline had already counted readings that the store never kept, and a client's
+    /// retry of them must be stored, not answered as a duplicate.
+    async fn resync(&self) -> Result<(), StoreError> {
+        let window = self.window();
+        let recovery = self
+            .store
+            .recovery(window.max(crate::pipeline::DEFAULT_RECOVERY))
+            .await?;
+        let mut guard = self.lock_pipeline();
+        let (pipeline, _) = &mut *guard;
+        pipeline.reset();
+        for r in &recovery.records {
+            pipeline.restore(r);
+        }
+        self.stale.store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            records = recovery.records.len(),
+            "pipeline rebuilt from the store after a failed write"
+        );
+        Ok(())
     }
 
     /// The store behind the service.
@@ -157,6 +185,9 @@ impl Service {
         &self,
         readings: Vec<Reading>,
     ) -> Result<(Vec<Arc<ProcessedRecord>>, usize), StoreError> {
+        if self.stale.load(std::sync::atomic::Ordering::SeqCst) {
+            self.resync().await?;
+        }
         let now = Timestamp::now();
         let mut duplicates = 0;
         let (records, first_seq, ack) = {
@@ -175,7 +206,10 @@ impl Service {
             (records, first_seq, ack)
         };
         if let Some(ack) = ack {
-            ack.await?;
+            if let Err(e) = ack.await {
+                self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
+            }
         }
         self.publish(&records, first_seq);
         Ok((records, duplicates))

@@ -207,8 +207,22 @@ impl Store for MemoryStore {
         Ok(gone.len())
     }
 
-    async fn recovery(&self, _per_machine: usize) -> Result<Recovery, StoreError> {
-        // Nothing survives a restart in memory.
-        Ok(Recovery::default())
+    async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
+        // What the process itself kept: used when the pipeline is rebuilt after a failure.
+        let inner = self.read();
+        let mut records = Vec::new();
+        for timeline in inner.by_machine.values() {
+            let mut mine: Vec<(u64, &Arc<ProcessedRecord>)> =
+                timeline.iter().map(|((_, seq), r)| (*seq, r)).collect();
+            mine.sort_by_key(|(seq, _)| *seq);
+            let skip = mine.len().saturating_sub(per_machine);
+            records.extend(mine.into_iter().skip(skip).map(|(_, r)| r.as_ref().clone()));
+        }
+        let mut last: HashMap<&MachineId, &StatusChange> = HashMap::new();
+        for c in &inner.history {
+            last.insert(&c.machine_id, c);
+        }
+        let statuses = last.into_values().cloned().collect();
+        Ok(Recovery { records, statuses })
     }
 }

@@ -356,3 +356,95 @@ async fn postgres_reconnects_after_its_connections_are_terminated() {
     );
     store.close().await.unwrap();
 }
+
+/// A store whose writes fail while `fail` is set: a database that went away.
+struct FlakyStore {
+    inner: MemoryStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyStore {
+    fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> millwatch::store::Ack {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(millwatch::store::StoreError::Unavailable("down".into()))
+            });
+        }
+        self.inner.append(records)
+    }
+    fn append_status(&self, c: millwatch::status::StatusChange) -> millwatch::store::Ack {
+        self.inner.append_status(c)
+    }
+    async fn query(
+        &self,
+        q: DataQuery,
+    ) -> Result<Vec<Arc<ProcessedRecord>>, millwatch::store::StoreError> {
+        self.inner.query(q).await
+    }
+    async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, millwatch::store::StoreError> {
+        self.inner.latest().await
+    }
+    async fn series(
+        &self,
+        m: &MachineId,
+        p: &str,
+        s: Option<Timestamp>,
+        u: Option<Timestamp>,
+    ) -> Result<millwatch::store::ValueSeries, millwatch::store::StoreError> {
+        self.inner.series(m, p, s, u).await
+    }
+    async fn status_history(
+        &self,
+        m: Option<&MachineId>,
+        l: usize,
+    ) -> Result<Vec<millwatch::status::StatusChange>, millwatch::store::StoreError> {
+        self.inner.status_history(m, l).await
+    }
+    async fn recovery(
+        &self,
+        n: usize,
+    ) -> Result<millwatch::store::Recovery, millwatch::store::StoreError> {
+        self.inner.recovery(n).await
+    }
+    async fn retain(&self, c: Timestamp) -> Result<usize, millwatch::store::StoreError> {
+        self.inner.retain(c).await
+    }
+}
+
+/// A write that fails must not leave the pipeline believing it took the readings: the
+/// client's retry is stored (not answered as a duplicate) and the averages are the ones over
+/// what was stored.
+#[tokio::test]
+async fn a_failed_write_is_retried_not_swallowed_as_a_duplicate() {
+    let store = Arc::new(FlakyStore {
+        inner: MemoryStore::new(),
+        fail: false.into(),
+    });
+    let svc = service(store.clone()).await;
+    let r = |i: i64| {
+        reading(&format!(
+            r#"{{"machine_id": "p", "timestamp": {i}, "x": {i}}}"#
+        ))
+    };
+    svc.ingest(vec![r(1), r(2)]).await.unwrap();
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(svc.ingest(vec![r(3)]).await.is_err());
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let retried = svc.ingest(vec![r(3)]).await.unwrap();
+    assert_eq!((retried.stored, retried.duplicates), (1, 0));
+    let got = store
+        .query(DataQuery {
+            machine_id: Some(m("p")),
+            since: None,
+            until: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(xs(&got), vec![1.0, 2.0, 3.0]);
+    // Window 3 over 1, 2, 3 and not 1, 2, 3, 3.
+    assert_eq!(got[2].averages, vec![2.0]);
+    let (next, _) = svc.ingest_records(vec![r(4)]).await.unwrap();
+    assert_eq!(next[0].averages, vec![3.0]);
+}
