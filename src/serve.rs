@@ -27,6 +27,16 @@ pub enum ServeError {
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     // Installed first, so that sources started below record into it.
     let metrics = crate::metrics::handle();
+    // Histograms keep raw samples until drained: drain them even if nobody scrapes /metrics,
+    // or a long-running service would grow with every request.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let store = args.store.open(args.storage.durability).await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;

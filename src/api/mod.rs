@@ -138,19 +138,59 @@ async fn wrong_method(req: Request) -> ApiError {
     ))
 }
 
+/// Every route, as the label `/metrics` shows; anything else is "unmatched".
+const ROUTES: &[&str] = &[
+    "/data",
+    "/data/latest",
+    "/ingest",
+    "/write",
+    "/api/v2/write",
+    "/status",
+    "/status/history",
+    "/status/{machine_id}",
+    "/analytics",
+    "/events",
+    "/",
+    "/assets/{*file}",
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// Metric handles per (route, status code), made once: building a labelled key and looking
+/// it up in the registry on every request cost as much as answering `/data/latest`.
+type Handles =
+    std::collections::HashMap<(&'static str, u16), (metrics::Counter, metrics::Histogram)>;
+static HANDLES: std::sync::OnceLock<std::sync::Mutex<Handles>> = std::sync::OnceLock::new();
+
+fn handles(route: &'static str, code: u16) -> (metrics::Counter, metrics::Histogram) {
+    let mut map = HANDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry((route, code))
+        .or_insert_with(|| {
+            (
+                metrics::counter!("millwatch_http_requests_total", "route" => route, "code" => code.to_string()),
+                metrics::histogram!("millwatch_http_request_duration_seconds", "route" => route),
+            )
+        })
+        .clone()
+}
+
 /// Counts requests by route and code and times them.
 async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()))
+        .copied()
+        .unwrap_or("unmatched");
     let response = next.run(req).await;
-    let code = response.status().as_u16().to_string();
-    metrics::counter!("millwatch_http_requests_total", "route" => route.clone(), "code" => code)
-        .increment(1);
-    metrics::histogram!("millwatch_http_request_duration_seconds", "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    let (requests, latency) = handles(route, response.status().as_u16());
+    requests.increment(1);
+    latency.record(start.elapsed().as_secs_f64());
     response
 }
 
