@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::cli::IngestArgs;
-use crate::pipeline::{Outcome, Pipeline, ProcessedRecord};
+use crate::pipeline::{Pipeline, ProcessedRecord};
 use crate::reading::Reading;
 use crate::service::Service;
 use crate::sources::{Batch, SourceError};
@@ -52,18 +52,7 @@ impl Processor {
         readings: Vec<Reading>,
     ) -> Result<(Vec<Arc<ProcessedRecord>>, usize), StoreError> {
         match self {
-            Processor::Bare(p) => {
-                let now = Timestamp::now();
-                let mut dups = 0;
-                let mut out = Vec::with_capacity(readings.len());
-                for r in readings {
-                    match p.process(r, now) {
-                        Outcome::Record(rec) => out.push(Arc::new(rec)),
-                        Outcome::Duplicate => dups += 1,
-                    }
-                }
-                Ok((out, dups))
-            }
+            Processor::Bare(p) => Ok(p.process_batch(readings, Timestamp::now())),
             Processor::Stored(s) => s.ingest_records(readings).await,
         }
     }

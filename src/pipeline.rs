@@ -247,6 +247,24 @@ impl Pipeline {
         })
     }
 
+    /// Processes a batch that arrived at `now`: the new records, and how many readings were
+    /// duplicates.
+    pub fn process_batch(
+        &mut self,
+        readings: Vec<Reading>,
+        now: Timestamp,
+    ) -> (Vec<std::sync::Arc<ProcessedRecord>>, usize) {
+        let mut records = Vec::with_capacity(readings.len());
+        let mut duplicates = 0;
+        for r in readings {
+            match self.process(r, now) {
+                Outcome::Record(rec) => records.push(std::sync::Arc::new(rec)),
+                Outcome::Duplicate => duplicates += 1,
+            }
+        }
+        (records, duplicates)
+    }
+
     /// Forgets every window and every remembered reading (before a rebuild from the store).
     pub fn reset(&mut self) {
         self.machines.clear();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::pipeline::{Outcome, Pipeline, ProcessedRecord};
+use crate::pipeline::{Pipeline, ProcessedRecord};
 use crate::reading::{MachineId, Reading};
 use crate::status::{Decision, JobStatus, StatusBook, StatusChange, TransitionRefused};
 use crate::store::{Store, StoreError};
@@ -189,21 +189,14 @@ impl Service {
             self.resync().await?;
         }
         let now = Timestamp::now();
-        let mut duplicates = 0;
-        let (records, first_seq, ack) = {
+        let (records, duplicates, first_seq, ack) = {
             let mut guard = self.lock_pipeline();
             let (pipeline, next_seq) = &mut *guard;
-            let mut records = Vec::with_capacity(readings.len());
-            for r in readings {
-                match pipeline.process(r, now) {
-                    Outcome::Record(rec) => records.push(Arc::new(rec)),
-                    Outcome::Duplicate => duplicates += 1,
-                }
-            }
+            let (records, duplicates) = pipeline.process_batch(readings, now);
             let first_seq = *next_seq;
             *next_seq += records.len() as u64;
             let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
-            (records, first_seq, ack)
+            (records, duplicates, first_seq, ack)
         };
         if let Some(ack) = ack {
             if let Err(e) = ack.await {

@@ -261,13 +261,11 @@ fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
-        let (tx, rx) = oneshot::channel();
-        writer::ack(self.send(Command::Append(records, tx)), rx)
+        writer::append(|c| self.send(c), records)
     }
 
     fn append_status(&self, change: StatusChange) -> Ack {
-        let (tx, rx) = oneshot::channel();
-        writer::ack(self.send(Command::Status(change, tx)), rx)
+        writer::append_status(|c| self.send(c), change)
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
@@ -401,16 +399,7 @@ impl Store for PostgresStore {
     }
 
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            self.send(Command::Retain(cutoff, tx))?;
-            let n = rx.await.map_err(failed)??;
-            total += n;
-            if n == 0 {
-                return Ok(total);
-            }
-        }
+        writer::retain(|c| self.send(c), cutoff).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -198,22 +198,6 @@ impl SqliteStore {
         .await
         .map_err(failed)?
     }
-
-    /// Deletes chunks whose newest record is older than `cutoff`, a small step at a time.
-    async fn retain_steps(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            self.send(Command::Retain(cutoff, tx))?;
-            let n = rx.await.map_err(failed)??;
-            total += n;
-            if n == 0 {
-                return Ok(total);
-            }
-            // Let queued ingestion commits go first.
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// Owns the write connection.
@@ -337,13 +321,11 @@ fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
-        let (tx, rx) = oneshot::channel();
-        writer::ack(self.send(Command::Append(records, tx)), rx)
+        writer::append(|c| self.send(c), records)
     }
 
     fn append_status(&self, change: StatusChange) -> Ack {
-        let (tx, rx) = oneshot::channel();
-        writer::ack(self.send(Command::Status(change, tx)), rx)
+        writer::append_status(|c| self.send(c), change)
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
@@ -497,7 +479,7 @@ impl Store for SqliteStore {
     }
 
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.retain_steps(cutoff).await
+        writer::retain(|c| self.send(c), cutoff).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -120,3 +120,42 @@ pub(crate) fn ack(
         Err(e) => futures::future::ready(Err(e)).boxed(),
     }
 }
+
+/// Hands `records` to a writer through `send`; the `Ack` resolves once they are durable.
+pub(crate) fn append(
+    send: impl FnOnce(Command) -> Result<(), StoreError>,
+    records: Vec<Arc<ProcessedRecord>>,
+) -> Ack {
+    let (tx, rx) = oneshot::channel();
+    ack(send(Command::Append(records, tx)), rx)
+}
+
+/// Hands a status change to a writer through `send`.
+pub(crate) fn append_status(
+    send: impl FnOnce(Command) -> Result<(), StoreError>,
+    change: StatusChange,
+) -> Ack {
+    let (tx, rx) = oneshot::channel();
+    ack(send(Command::Status(change, tx)), rx)
+}
+
+/// Deletes chunks older than `cutoff` one small step (one commit) at a time, yielding between
+/// steps so that queued ingestion commits go first; returns how many chunks went.
+pub(crate) async fn retain(
+    send: impl Fn(Command) -> Result<(), StoreError>,
+    cutoff: Timestamp,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        send(Command::Retain(cutoff, tx))?;
+        let n = rx
+            .await
+            .map_err(|_| StoreError::Failed("the writer stopped".into()))??;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
