@@ -219,6 +219,51 @@ pub fn values_of(
     Ok(())
 }
 
+/// Encodes one commit's records for the log: each machine's chunk, after its name.
+///
+/// ```text
+/// log     := version:u8 n_sections:u32 section*
+/// section := len:u8 machine_id chunk_len:u32 chunk
+/// ```
+pub fn encode_log<'a>(
+    machines: impl IntoIterator<Item = (&'a str, &'a [(u64, &'a ProcessedRecord)])>,
+) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut sections = 0u32;
+    for (machine, rows) in machines {
+        let chunk = encode(rows.iter().copied());
+        out.push(machine.len() as u8);
+        out.extend_from_slice(machine.as_bytes());
+        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        out.extend_from_slice(&chunk);
+        sections += 1;
+    }
+    out[1..5].copy_from_slice(&sections.to_le_bytes());
+    out
+}
+
+/// Decodes every record of a log entry.
+pub fn decode_log(entry: &[u8]) -> Result<Vec<StoredRecord>, super::StoreError> {
+    let damaged = |e: CodecError| super::StoreError::Failed(e.to_string());
+    let mut c = Cursor { buf: entry };
+    if c.u8().map_err(damaged)? != VERSION {
+        return Err(damaged(CodecError("unknown log version")));
+    }
+    let sections = c.u32().map_err(damaged)?;
+    let mut out = Vec::new();
+    for _ in 0..sections {
+        let len = c.u8().map_err(damaged)? as usize;
+        let machine = machine_id(c.str(len).map_err(damaged)?)?;
+        let len = c.u32().map_err(damaged)? as usize;
+        out.extend(decode(&machine, c.take(len).map_err(damaged)?).map_err(damaged)?);
+    }
+    if !c.buf.is_empty() {
+        return Err(damaged(CodecError("trailing bytes")));
+    }
+    Ok(out)
+}
+
 /// A machine id read back from a store (checked again: the file may come from elsewhere).
 pub fn machine_id(s: &str) -> Result<MachineId, super::StoreError> {
     MachineId::parse(s)
@@ -293,15 +338,20 @@ impl Newest {
     /// Takes the records of one chunk.
     pub fn add(&mut self, machine_id: &MachineId, chunk: &[u8]) -> Result<(), CodecError> {
         for r in decode(machine_id, chunk)? {
-            if r.record.timestamp < self.since || r.record.timestamp > self.until {
-                continue;
-            }
-            self.heap.push(ByTime(r));
-            if self.heap.len() > self.limit {
-                self.heap.pop();
-            }
+            self.push(r);
         }
         Ok(())
+    }
+
+    /// Takes one record (kept only if it is within bounds and among the newest).
+    pub fn push(&mut self, r: StoredRecord) {
+        if r.record.timestamp < self.since || r.record.timestamp > self.until {
+            return;
+        }
+        self.heap.push(ByTime(r));
+        if self.heap.len() > self.limit {
+            self.heap.pop();
+        }
     }
 
     /// The records kept, oldest first.
@@ -400,6 +450,30 @@ mod tests {
         let mut bad = chunk.clone();
         bad[0] = 99;
         assert!(decode(&m, &bad).is_err());
+    }
+
+    #[test]
+    fn log_entries_round_trip_and_damage_is_an_error() {
+        let a = record(1, vec![("t", Value::Number(1.5))]);
+        let mut b = record(2, vec![("s", Value::State("IDLE".into()))]);
+        b.machine_id = MachineId::parse("press-7").unwrap();
+        let rows_a = [(3u64, &a), (5, &a)];
+        let rows_b = [(4u64, &b)];
+        let entry = encode_log([("m", &rows_a[..]), ("press-7", &rows_b[..])]);
+        let back = decode_log(&entry).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3, 5, 4]
+        );
+        assert_eq!(back[2].record, b);
+        assert_eq!(back[0].record, a);
+        for cut in 0..entry.len() {
+            assert!(decode_log(&entry[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = entry.clone();
+        longer.push(0);
+        assert!(decode_log(&longer).is_err());
+        assert!(decode_log(&encode_log([])).unwrap().is_empty());
     }
 
     proptest! {

@@ -17,6 +17,7 @@ use crate::timestamp::Timestamp;
 
 pub mod codec;
 pub mod memory;
+mod pending;
 pub mod postgres;
 pub mod sqlite;
 mod writer;

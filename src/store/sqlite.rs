@@ -5,27 +5,35 @@
 //! fsync for many concurrent requests), and only then acknowledges each of them. Reads use
 //! their own connections on tokio's blocking pool, so the async runtime never waits on disk.
 //!
-//! Records are kept in chunks (see [`super::codec`]): one row per machine per commit.
+//! Each commit appends one row to `log`: the group's records, all machines together. That
+//! touches only the table's last pages, whatever the number of machines. Every few seconds (or
+//! tens of thousands of records) the writer compacts the log into `chunks` (see
+//! [`super::codec`]): a row per machine holding its records since the last compaction, which
+//! is what queries by machine and time read. Until then the writer keeps the log's records in
+//! memory ([`Pending`]) and readers add them to what their snapshot holds in chunks. After a
+//! crash, the log is compacted on the next start, before anything is served.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
+use super::pending::Pending;
 use super::writer::{self, Command};
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
-use crate::reading::MachineId;
+use crate::reading::{MachineId, Value};
 use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -52,10 +60,49 @@ const MIGRATIONS: &[&str] = &[
         since INTEGER NOT NULL
     );
     CREATE INDEX status_history_machine ON status_history (machine_id, id);",
+    // 1 -> 2: commits go to a log, compacted into chunks now and then.
+    "CREATE TABLE log (
+        id INTEGER PRIMARY KEY,
+        n INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    -- The arrival number up to which every record is in chunks (one row).
+    CREATE TABLE compaction (upto INTEGER NOT NULL);
+    INSERT INTO compaction SELECT COALESCE(MAX(seq_max), 0) FROM chunks;",
 ];
 
-/// The page size of new files.
-const PAGE_SIZE: i64 = 1024;
+/// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
+/// pages, which suited a chunk per machine per commit; a file keeps its page size.)
+const PAGE_SIZE: i64 = 4096;
+
+/// When the writer compacts the log into chunks: once `records` are pending or the oldest of
+/// them has waited `age`, whichever comes first. Larger means fewer, larger chunks and less
+/// index work per record; smaller means less to hold in memory and to replay after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Pending records that trigger a compaction.
+    pub records: usize,
+    /// Age of the oldest pending record that triggers one.
+    pub age: Duration,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            records: 65_536,
+            age: Duration::from_secs(5),
+        }
+    }
+}
+/// Most records in one chunk, so that a busy machine's compaction still makes rows that a
+/// query can skip by time.
+const CHUNK_RECORDS: usize = 4096;
+/// Once the WAL holds this many frames, the writer finishes the checkpoint itself (the
+/// checkpoint thread has copied most of it by then), so that the next commit starts the WAL
+/// over instead of growing it without end.
+const WAL_RESTART_FRAMES: u64 = 16_384;
+/// What a restarted WAL is cut back to on disk.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// How far an acknowledgement may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -75,6 +122,8 @@ pub struct SqliteStore {
     path: PathBuf,
     commands: mpsc::UnboundedSender<Command>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Records in the log, not yet in chunks.
+    pending: Arc<RwLock<Pending>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -101,6 +150,8 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
         Durability::Process => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)
+        .map_err(failed)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(failed)?;
     Ok(conn)
 }
@@ -131,44 +182,63 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 impl SqliteStore {
     /// Opens (creating and migrating as needed) the file at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(path, durability, Compaction::default())
+    }
+
+    /// Opens the file at `path`, compacting as `compaction` says.
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        compaction: Compaction,
+    ) -> Result<Self, StoreError> {
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn, path)?;
-        let next_seq: i64 = conn
+        let recovered = compact_log(&mut conn)?;
+        if recovered > 0 {
+            tracing::info!(file = %path.display(), records = recovered, "log of the last run compacted");
+        }
+        let compacted: i64 = conn
             .query_row(
-                "SELECT COALESCE(MAX(seq_max), 0) + 1 FROM chunks",
+                "SELECT MAX(upto, (SELECT COALESCE(MAX(seq_max), 0) FROM chunks)) FROM compaction",
                 [],
                 |r| r.get(0),
             )
             .map_err(failed)?;
+        let next_seq = compacted as u64 + 1;
         // The writer only appends to the WAL; copying the WAL into the database file (the
         // checkpoint) happens on a thread of its own, so that it runs on the other core
         // instead of stalling commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(failed)?;
+        let wal_frames = Arc::new(AtomicU64::new(0));
         let checkpointer = open_connection(path, durability)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let frames = wal_frames.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &stop_rx))
+            .spawn(move || checkpoint_loop(&checkpointer, &stop_rx, &frames))
             .map_err(failed)?;
+        let pending = Arc::new(RwLock::new(Pending::new(next_seq)));
         let (tx, rx) = mpsc::unbounded_channel();
-        let file = path.to_path_buf();
+        let writer = Writer {
+            conn,
+            next_seq,
+            pending: pending.clone(),
+            pending_since: None,
+            compaction,
+            wal_frames,
+            file: path.to_path_buf(),
+            _stop_checkpoints: stop_tx,
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn,
-                    next_seq: next_seq as u64,
-                    file,
-                    _stop_checkpoints: stop_tx,
-                }
-                .run(rx)
-            })
+            .spawn(move || writer.run(rx))
             .map_err(failed)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             commands: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            pending,
         })
     }
 
@@ -198,27 +268,143 @@ impl SqliteStore {
         .await
         .map_err(failed)?
     }
+
+    /// Reads records from one snapshot of the file plus the pending records it lacks. The
+    /// snapshot starts with reading up to which arrival number the chunks go; `take` then
+    /// copies the pending records after that number (the few a query wants), and `chunks`
+    /// reads the chunks of the same snapshot and adds them. A compaction that moved records
+    /// out of memory in the moment between the two first steps makes the read start over:
+    /// that window is one small query, so a second try practically always succeeds, however
+    /// long the chunk read takes.
+    async fn read_merged<B, T: Send + 'static>(
+        &self,
+        take: impl Fn(&Pending, u64) -> B + Send + 'static,
+        chunks: impl FnOnce(&Connection, B) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pending = self.pending.clone();
+        self.read(move |conn| {
+            for _ in 0..MAX_SNAPSHOT_TRIES {
+                let tx = conn.unchecked_transaction().map_err(failed)?;
+                let compacted: i64 = tx
+                    .query_row("SELECT upto FROM compaction", [], |r| r.get(0))
+                    .map_err(failed)?;
+                let taken = {
+                    let pending = pending.read().unwrap_or_else(|e| e.into_inner());
+                    if !pending.covers(compacted as u64) {
+                        continue;
+                    }
+                    take(&pending, compacted as u64)
+                };
+                let out = chunks(&tx, taken)?;
+                tx.finish().map_err(failed)?;
+                return Ok(out);
+            }
+            Err(StoreError::Unavailable(
+                "compactions kept overtaking this read; try again".into(),
+            ))
+        })
+        .await
+    }
+}
+
+/// How often a read starts over because a compaction overtook it, before it gives up.
+const MAX_SNAPSHOT_TRIES: usize = 8;
+
+/// Moves every record of the log into chunks, in one transaction: on start (the log left by
+/// the last run) and for each compaction. Returns how many records moved.
+fn compact_log(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction().map_err(failed)?;
+    let mut records: Vec<StoredRecord> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT data FROM log ORDER BY id")
+            .map_err(failed)?;
+        let mut rows = stmt.query([]).map_err(failed)?;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
+            records.extend(codec::decode_log(data)?);
+        }
+    }
+    if records.is_empty() {
+        return Ok(0);
+    }
+    records.sort_by(|a, b| {
+        (a.record.machine_id.as_str(), a.seq).cmp(&(b.record.machine_id.as_str(), b.seq))
+    });
+    let upto = records.iter().map(|r| r.seq).max().unwrap_or(0);
+    {
+        let mut insert = tx.prepare_cached(INSERT_CHUNK).map_err(failed)?;
+        for machine in records.chunk_by(|a, b| a.record.machine_id == b.record.machine_id) {
+            let rows: Vec<(u64, &ProcessedRecord)> =
+                machine.iter().map(|r| (r.seq, &r.record)).collect();
+            insert_chunks(&mut insert, machine[0].record.machine_id.as_str(), &rows)?;
+        }
+    }
+    tx.execute("DELETE FROM log", []).map_err(failed)?;
+    tx.execute(
+        "UPDATE compaction SET upto = MAX(upto, ?1)",
+        params![upto as i64],
+    )
+    .map_err(failed)?;
+    tx.commit().map_err(failed)?;
+    Ok(records.len())
+}
+
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Inserts one machine's records (in arrival order) as chunks of at most [`CHUNK_RECORDS`].
+fn insert_chunks(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    machine: &str,
+    rows: &[(u64, &ProcessedRecord)],
+) -> Result<(), StoreError> {
+    for piece in rows.chunks(CHUNK_RECORDS) {
+        let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
+        let data = codec::encode(piece.iter().copied());
+        insert
+            .execute(params![
+                machine,
+                ts_min.as_nanos(),
+                ts_max.as_nanos(),
+                seq_min as i64,
+                seq_max as i64,
+                piece.len() as i64,
+                data
+            ])
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Owns the write connection.
 struct Writer {
     conn: Connection,
     next_seq: u64,
+    /// Committed records not yet compacted, shared with readers.
+    pending: Arc<RwLock<Pending>>,
+    /// When the oldest pending record was committed.
+    pending_since: Option<Instant>,
+    compaction: Compaction,
+    /// Frames in the WAL, as the checkpoint thread last saw them.
+    wal_frames: Arc<AtomicU64>,
     file: PathBuf,
     /// Dropped with the writer, which ends the checkpoint thread.
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 /// How often the WAL is copied into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Checkpoints the WAL until the writer is gone. PASSIVE never blocks the writer or readers;
-/// what it cannot copy now it copies next time.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+/// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
+/// never blocks the writer or readers; what it cannot copy now it copies next time.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, frames: &AtomicU64) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
     {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "SQLite checkpoint failed; will retry");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(n) => frames.store(n.max(0) as u64, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
         }
     }
 }
@@ -227,17 +413,102 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
             let group = writer::gather(first, || rx.try_recv().ok());
+            if group.iter().any(|c| matches!(c, Command::Retain(..))) {
+                // Retention deletes chunks; what is still pending must be among them.
+                self.compact();
+            }
             let seq_before = self.next_seq;
             let result = self.write(&group);
-            if result.is_err() {
-                self.next_seq = seq_before;
+            match &result {
+                Ok(_) => self.remember(&group, seq_before),
+                Err(_) => self.next_seq = seq_before,
+            }
+            if group.iter().any(|c| matches!(c, Command::Close(_))) {
+                self.compact();
             }
             if writer::answer(group, &result) {
                 let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
                 break;
             }
+            // After answering: the group's records are already visible in `pending`.
+            if self.compaction_due() {
+                self.compact();
+            }
         }
         tracing::debug!(file = %self.file.display(), "SQLite writer stopped");
+    }
+
+    /// Hands a committed group's records to readers (before anyone is told they are stored).
+    fn remember(&mut self, group: &[Command], first_seq: u64) {
+        let records = group.iter().flat_map(|cmd| match cmd {
+            Command::Append(records, _) => records.as_slice(),
+            _ => &[],
+        });
+        let numbered = (first_seq..).zip(records.cloned());
+        let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
+        let before = pending.len();
+        pending.extend(numbered);
+        if before == 0 && pending.len() > 0 {
+            self.pending_since = Some(Instant::now());
+        }
+    }
+
+    fn compaction_due(&self) -> bool {
+        let len = self.pending.read().unwrap_or_else(|e| e.into_inner()).len();
+        len >= self.compaction.records
+            || self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= self.compaction.age)
+    }
+
+    /// Moves the pending records into chunks; on failure they stay in the log and in memory,
+    /// and the next compaction tries again.
+    fn compact(&mut self) {
+        match self.compact_pending() {
+            Ok(()) => {
+                self.pending
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear(self.next_seq);
+                self.pending_since = None;
+            }
+            Err(e) => tracing::warn!(error = %e, "SQLite compaction failed; will retry"),
+        }
+        // Finish what the checkpoint thread started, so that the WAL starts over.
+        if self.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+            match self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+            {
+                Ok(_) => self.wal_frames.store(0, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
+            }
+        }
+    }
+
+    fn compact_pending(&mut self) -> Result<(), StoreError> {
+        let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+        if pending.len() == 0 {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(failed)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_CHUNK).map_err(failed)?;
+            for (machine, rows) in pending.machines() {
+                let rows: Vec<(u64, &ProcessedRecord)> =
+                    rows.iter().map(|(seq, r)| (*seq, r.as_ref())).collect();
+                insert_chunks(&mut insert, machine.as_str(), &rows)?;
+            }
+        }
+        // Everything in the log is pending: the log only ever holds committed groups, and
+        // each of them was added to `pending` right after its commit.
+        tx.execute("DELETE FROM log", []).map_err(failed)?;
+        tx.execute(
+            "UPDATE compaction SET upto = ?1",
+            params![(self.next_seq - 1) as i64],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)
     }
 
     fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
@@ -245,25 +516,13 @@ impl Writer {
         let mut deleted = 0;
         {
             let per_machine = writer::per_machine(group, &mut self.next_seq);
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(failed)?;
-            for (machine, rows) in &per_machine {
-                let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(rows);
-                let data = codec::encode(rows.iter().copied());
-                insert
-                    .execute(params![
-                        machine,
-                        ts_min.as_nanos(),
-                        ts_max.as_nanos(),
-                        seq_min as i64,
-                        seq_max as i64,
-                        rows.len() as i64,
-                        data
-                    ])
+            if !per_machine.is_empty() {
+                let n: usize = per_machine.values().map(Vec::len).sum();
+                let data =
+                    codec::encode_log(per_machine.iter().map(|(m, rows)| (*m, rows.as_slice())));
+                tx.prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
+                    .map_err(failed)?
+                    .execute(params![n as i64, data])
                     .map_err(failed)?;
             }
             let mut status = tx
@@ -301,10 +560,6 @@ impl Writer {
     }
 }
 
-fn decode_row(m: &str, data: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
-    codec::decode(&machine_id(m)?, data).map_err(failed)
-}
-
 fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
@@ -329,59 +584,85 @@ impl Store for SqliteStore {
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
-        self.read(move |conn| {
-            let since = q.since.unwrap_or(Timestamp::MIN);
-            let until = q.until.unwrap_or(Timestamp::MAX);
-            if q.limit == 0 || since > until {
-                return Ok(Vec::new());
-            }
-            let (sql, machine) = match &q.machine_id {
-                Some(m) => (
-                    "SELECT machine_id, ts_max, data FROM chunks
-                     WHERE machine_id = ?3 AND ts_max >= ?1 AND ts_min <= ?2 ORDER BY ts_max DESC",
-                    m.as_str().to_owned(),
-                ),
-                None => (
-                    "SELECT machine_id, ts_max, data FROM chunks
-                     WHERE ts_max >= ?1 AND ts_min <= ?2 AND ?3 = ?3 ORDER BY ts_max DESC",
-                    String::new(),
-                ),
-            };
-            let mut stmt = conn.prepare_cached(sql).map_err(failed)?;
-            let mut rows = stmt
-                .query(params![since.as_nanos(), until.as_nanos(), machine])
-                .map_err(failed)?;
-            let mut newest = Newest::new(q.limit, since, until);
-            while let Some(row) = rows.next().map_err(failed)? {
-                if !newest.wants(Timestamp::from_nanos(row.get(1).map_err(failed)?)) {
-                    break; // every later chunk is older than everything kept
+        let since = q.since.unwrap_or(Timestamp::MIN);
+        let until = q.until.unwrap_or(Timestamp::MAX);
+        if q.limit == 0 || since > until {
+            return Ok(Vec::new());
+        }
+        let machine = q.machine_id.clone();
+        self.read_merged(
+            move |pending, compacted| {
+                let mut newest = Newest::new(q.limit, since, until);
+                for (seq, r) in pending.after(machine.as_ref(), compacted) {
+                    newest.push(StoredRecord {
+                        seq: *seq,
+                        record: ProcessedRecord::clone(r),
+                    });
                 }
-                let m: String = row.get(0).map_err(failed)?;
-                let data = row.get_ref(2).map_err(failed)?.as_blob().map_err(failed)?;
-                newest.add(&machine_id(&m)?, data).map_err(failed)?;
-            }
-            Ok(newest.finish())
-        })
+                newest
+            },
+            move |conn, mut newest| {
+                let (sql, machine) = match &q.machine_id {
+                    Some(m) => (
+                        "SELECT machine_id, ts_max, data FROM chunks
+                         WHERE machine_id = ?3 AND ts_max >= ?1 AND ts_min <= ?2 ORDER BY ts_max DESC",
+                        m.as_str().to_owned(),
+                    ),
+                    None => (
+                        "SELECT machine_id, ts_max, data FROM chunks
+                         WHERE ts_max >= ?1 AND ts_min <= ?2 AND ?3 = ?3 ORDER BY ts_max DESC",
+                        String::new(),
+                    ),
+                };
+                let mut stmt = conn.prepare_cached(sql).map_err(failed)?;
+                let mut rows = stmt
+                    .query(params![since.as_nanos(), until.as_nanos(), machine])
+                    .map_err(failed)?;
+                while let Some(row) = rows.next().map_err(failed)? {
+                    if !newest.wants(Timestamp::from_nanos(row.get(1).map_err(failed)?)) {
+                        break; // every later chunk is older than everything kept
+                    }
+                    let m: String = row.get(0).map_err(failed)?;
+                    let data = row.get_ref(2).map_err(failed)?.as_blob().map_err(failed)?;
+                    newest.add(&machine_id(&m)?, data).map_err(failed)?;
+                }
+                Ok(newest.finish())
+            },
+        )
         .await
     }
 
     async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT machine_id, data, MAX(seq_max) FROM chunks GROUP BY machine_id ORDER BY machine_id")
-                .map_err(failed)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                .map_err(failed)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (m, data) = row.map_err(failed)?;
-                if let Some(last) = decode_row(&m, &data)?.into_iter().max_by_key(|r| r.seq) {
-                    out.push(Arc::new(last.record));
+        self.read_merged(
+            |pending, compacted| {
+                let mut latest = BTreeMap::new();
+                for (_, r) in pending.after(None, compacted) {
+                    // Arrival order: the last one seen of a machine is its latest.
+                    latest.insert(r.machine_id.clone(), r.clone());
                 }
-            }
-            Ok(out)
-        })
+                latest
+            },
+            |conn, mut latest| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT machine_id, data, MAX(seq_max) FROM chunks GROUP BY machine_id",
+                    )
+                    .map_err(failed)?;
+                let mut rows = stmt.query([]).map_err(failed)?;
+                while let Some(row) = rows.next().map_err(failed)? {
+                    let m = machine_id(row.get_ref(0).map_err(failed)?.as_str().map_err(failed)?)?;
+                    if latest.contains_key(&m) {
+                        continue; // a pending record is newer than any chunk
+                    }
+                    let data = row.get_ref(1).map_err(failed)?.as_blob().map_err(failed)?;
+                    let records = codec::decode(&m, data).map_err(failed)?;
+                    if let Some(last) = records.into_iter().max_by_key(|r| r.seq) {
+                        latest.insert(m, Arc::new(last.record));
+                    }
+                }
+                Ok(latest.into_values().collect())
+            },
+        )
         .await
     }
 
@@ -392,24 +673,40 @@ impl Store for SqliteStore {
         since: Option<Timestamp>,
         until: Option<Timestamp>,
     ) -> Result<ValueSeries, StoreError> {
-        let machine_id = machine_id.as_str().to_owned();
+        let machine = machine_id.clone();
         let parameter = parameter.to_owned();
-        self.read(move |conn| {
-            let since = since.unwrap_or(Timestamp::MIN);
-            let until = until.unwrap_or(Timestamp::MAX);
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT data FROM chunks WHERE machine_id = ?1 AND ts_max >= ?2 AND ts_min <= ?3",
-                )
-                .map_err(failed)?;
-            let mut rows = stmt.query(params![machine_id, since.as_nanos(), until.as_nanos()]).map_err(failed)?;
-            let mut points = Vec::new();
-            while let Some(row) = rows.next().map_err(failed)? {
-                let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
-                codec::values_of(data, &parameter, since, until, &mut points).map_err(failed)?;
-            }
-            Ok(ValueSeries::from_points(points))
-        })
+        let since = since.unwrap_or(Timestamp::MIN);
+        let until = until.unwrap_or(Timestamp::MAX);
+        let (wanted, name) = (machine.clone(), parameter.clone());
+        self.read_merged(
+            move |pending, compacted| {
+                let mut points = Vec::new();
+                for (seq, r) in pending.after(Some(&wanted), compacted) {
+                    if r.timestamp < since || r.timestamp > until {
+                        continue;
+                    }
+                    if let Some(Value::Number(v)) = r.get(&name) {
+                        points.push((r.timestamp, *seq, *v));
+                    }
+                }
+                points
+            },
+            move |conn, mut points| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT data FROM chunks WHERE machine_id = ?1 AND ts_max >= ?2 AND ts_min <= ?3",
+                    )
+                    .map_err(failed)?;
+                let mut rows = stmt
+                    .query(params![machine.as_str(), since.as_nanos(), until.as_nanos()])
+                    .map_err(failed)?;
+                while let Some(row) = rows.next().map_err(failed)? {
+                    let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
+                    codec::values_of(data, &parameter, since, until, &mut points).map_err(failed)?;
+                }
+                Ok(ValueSeries::from_points(points))
+            },
+        )
         .await
     }
 
@@ -439,42 +736,60 @@ impl Store for SqliteStore {
     }
 
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
-        self.read(move |conn| {
-            let machines: Vec<String> = {
+        self.read_merged(
+            |pending, compacted| {
+                let mut records: BTreeMap<MachineId, Vec<StoredRecord>> = BTreeMap::new();
+                for (seq, r) in pending.after(None, compacted) {
+                    records
+                        .entry(r.machine_id.clone())
+                        .or_default()
+                        .push(StoredRecord {
+                            seq: *seq,
+                            record: ProcessedRecord::clone(r),
+                        });
+                }
+                records
+            },
+            move |conn, mut records| {
+                let machines: Vec<String> = {
+                    let mut stmt = conn
+                        .prepare("SELECT DISTINCT machine_id FROM chunks")
+                        .map_err(failed)?;
+                    let rows = stmt.query_map([], |r| r.get(0)).map_err(failed)?;
+                    rows.collect::<Result<_, _>>().map_err(failed)?
+                };
                 let mut stmt = conn
-                    .prepare("SELECT DISTINCT machine_id FROM chunks")
+                    .prepare("SELECT data FROM chunks WHERE machine_id = ?1 ORDER BY seq_max DESC")
                     .map_err(failed)?;
-                let rows = stmt.query_map([], |r| r.get(0)).map_err(failed)?;
-                rows.collect::<Result<_, _>>().map_err(failed)?
-            };
-            let mut records = Vec::new();
-            let mut stmt = conn
-                .prepare("SELECT data, n FROM chunks WHERE machine_id = ?1 ORDER BY seq_max DESC")
-                .map_err(failed)?;
-            for m in machines {
-                let mut rows = stmt.query(params![m]).map_err(failed)?;
-                let mut mine: Vec<StoredRecord> = Vec::new();
-                while let Some(row) = rows.next().map_err(failed)? {
-                    let data: Vec<u8> = row.get(0).map_err(failed)?;
-                    mine.extend(decode_row(&m, &data)?);
-                    if mine.len() >= per_machine {
-                        break;
+                for m in machines {
+                    let id = machine_id(&m)?;
+                    let mine = records.entry(id.clone()).or_default();
+                    let mut rows = stmt.query(params![m]).map_err(failed)?;
+                    while mine.len() < per_machine {
+                        let Some(row) = rows.next().map_err(failed)? else {
+                            break;
+                        };
+                        let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
+                        mine.extend(codec::decode(&id, data).map_err(failed)?);
                     }
                 }
-                records.extend(codec::last_by_arrival(mine, per_machine));
-            }
-            let mut stmt = conn
-                .prepare(
-                    "SELECT machine_id, status, previous, since FROM status_history
-                     WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
-                )
-                .map_err(failed)?;
-            let rows = stmt.query_map([], status_row).map_err(failed)?;
-            let statuses = rows
-                .map(|r| r.map_err(failed).and_then(to_change))
-                .collect::<Result<_, _>>()?;
-            Ok(Recovery { records, statuses })
-        })
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT machine_id, status, previous, since FROM status_history
+                         WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
+                    )
+                    .map_err(failed)?;
+                let rows = stmt.query_map([], status_row).map_err(failed)?;
+                let statuses = rows
+                    .map(|r| r.map_err(failed).and_then(to_change))
+                    .collect::<Result<_, _>>()?;
+                let records = records
+                    .into_values()
+                    .flat_map(|mine| codec::last_by_arrival(mine, per_machine))
+                    .collect();
+                Ok(Recovery { records, statuses })
+            },
+        )
         .await
     }
 
@@ -495,7 +810,10 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(failed)?;
     let mut out = HashMap::new();
     for (name, sql) in [
-        ("records", "SELECT COALESCE(SUM(n), 0) FROM chunks"),
+        (
+            "records",
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM chunks) + (SELECT COALESCE(SUM(n), 0) FROM log)",
+        ),
         ("chunks", "SELECT COUNT(*) FROM chunks"),
         ("status_changes", "SELECT COUNT(*) FROM status_history"),
     ] {
@@ -505,4 +823,109 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Field, ParamName};
+
+    fn record(machine: &str, ts: i64, x: f64) -> ProcessedRecord {
+        ProcessedRecord {
+            machine_id: MachineId::parse(machine).unwrap(),
+            timestamp: Timestamp::from_nanos(ts),
+            fields: vec![Field {
+                name: ParamName::parse("x").unwrap(),
+                value: Value::Number(x),
+            }],
+            averages: vec![x],
+        }
+    }
+
+    /// A file written before the log existed (schema 1, chunks only) is migrated: its records
+    /// stay readable and new ones are numbered after them.
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let old = [record("m", 10, 1.0), record("m", 20, 2.0)];
+            let data = codec::encode([(1, &old[0]), (2, &old[1])]);
+            conn.execute(
+                "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
+                 VALUES ('m', 10, 20, 1, 2, 2, ?1)",
+                params![data],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        store
+            .append(vec![Arc::new(record("m", 15, 3.0))])
+            .await
+            .unwrap();
+        let q = DataQuery {
+            machine_id: None,
+            since: None,
+            until: None,
+            limit: 10,
+        };
+        let got: Vec<(i64, f64)> = store
+            .query(q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.timestamp.as_nanos(), r.averages[0]))
+            .collect();
+        assert_eq!(got, vec![(10, 1.0), (15, 3.0), (20, 2.0)]);
+        // The new record arrived last.
+        let latest = store.latest().await.unwrap();
+        assert_eq!(latest[0].timestamp.as_nanos(), 15);
+        store.close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let seqs: (i64, i64) = conn
+            .query_row("SELECT MIN(seq_min), MAX(seq_max) FROM chunks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(seqs, (1, 3));
+    }
+
+    /// What a crash leaves (records only in the log) is in chunks after the next open.
+    #[tokio::test]
+    async fn the_log_of_a_crashed_run_is_compacted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(SqliteStore::open(&path, Durability::Full).unwrap());
+        {
+            // As the writer leaves a commit that no compaction followed.
+            let conn = Connection::open(&path).unwrap();
+            let (a, b) = (record("a", 5, 1.0), record("b", 6, 2.0));
+            let entry = codec::encode_log([("a", &[(1, &a)][..]), ("b", &[(2, &b)][..])]);
+            conn.execute("INSERT INTO log (n, data) VALUES (2, ?1)", params![entry])
+                .unwrap();
+            assert_eq!(census(&path).unwrap()["records"], 2);
+        }
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let recovery = store.recovery(10).await.unwrap();
+        assert_eq!(recovery.records.len(), 2);
+        let census = census(&path).unwrap();
+        assert_eq!((census["records"], census["chunks"]), (2, 2));
+        store
+            .append(vec![Arc::new(record("a", 7, 3.0))])
+            .await
+            .unwrap();
+        let series = store
+            .series(&MachineId::parse("a").unwrap(), "x", None, None)
+            .await
+            .unwrap();
+        assert_eq!(series.values, vec![1.0, 3.0]);
+        store.close().await.unwrap();
+    }
 }

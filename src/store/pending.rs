@@ -1,0 +1,126 @@
+//! The SQLite store's recent records: committed to the log, not yet compacted into chunks.
+//!
+//! Readers see a store as "chunks in their snapshot, plus these": the writer adds a group's
+//! records here after its commit and before acknowledging it, and empties this after a
+//! compaction has committed. A reader whose snapshot predates that compaction would miss the
+//! records it moved, so [`Pending::covers`] tells it to read again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::pipeline::ProcessedRecord;
+use crate::reading::MachineId;
+
+/// Records with their arrival numbers, per machine, in arrival order.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Every committed record numbered from here on is in `machines`.
+    floor: u64,
+    machines: BTreeMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>>,
+    len: usize,
+}
+
+impl Pending {
+    /// Nothing pending; the next record will be numbered `floor`.
+    pub(crate) fn new(floor: u64) -> Self {
+        Pending {
+            floor,
+            machines: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    /// Takes committed records, numbered in arrival order.
+    pub(crate) fn extend(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, Arc<ProcessedRecord>)>,
+    ) {
+        for (seq, r) in records {
+            self.machines
+                .entry(r.machine_id.clone())
+                .or_default()
+                .push((seq, r));
+            self.len += 1;
+        }
+    }
+
+    /// Forgets everything: it has been compacted, up to `floor - 1`.
+    pub(crate) fn clear(&mut self, floor: u64) {
+        self.machines.clear();
+        self.len = 0;
+        self.floor = floor;
+    }
+
+    /// How many records are held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether this holds every record after `compacted` (the last number a reader's snapshot
+    /// has in chunks), so that the snapshot and this together miss nothing.
+    pub(crate) fn covers(&self, compacted: u64) -> bool {
+        self.floor <= compacted + 1
+    }
+
+    /// Each machine's records, in arrival order.
+    pub(crate) fn machines(
+        &self,
+    ) -> impl Iterator<Item = (&MachineId, &[(u64, Arc<ProcessedRecord>)])> {
+        self.machines.iter().map(|(m, rs)| (m, rs.as_slice()))
+    }
+
+    /// The records of one machine (or of all) numbered after `compacted`.
+    pub(crate) fn after<'a>(
+        &'a self,
+        machine: Option<&'a MachineId>,
+        compacted: u64,
+    ) -> impl Iterator<Item = &'a (u64, Arc<ProcessedRecord>)> + 'a {
+        let lists: Box<dyn Iterator<Item = &'a Vec<(u64, Arc<ProcessedRecord>)>>> = match machine {
+            Some(m) => Box::new(self.machines.get(m).into_iter()),
+            None => Box::new(self.machines.values()),
+        };
+        lists.flat_map(move |rs| {
+            // Arrival order: everything after `compacted` is a tail of each list.
+            let start = rs.partition_point(|(seq, _)| *seq <= compacted);
+            rs[start..].iter()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timestamp::Timestamp;
+
+    fn rec(m: &str, ts: i64) -> Arc<ProcessedRecord> {
+        Arc::new(ProcessedRecord {
+            machine_id: MachineId::parse(m).unwrap(),
+            timestamp: Timestamp::from_nanos(ts),
+            fields: Vec::new(),
+            averages: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn after_and_covers() {
+        let mut p = Pending::new(10);
+        assert!(p.covers(9));
+        assert!(p.covers(20));
+        assert!(!p.covers(8));
+        p.extend([(10, rec("a", 1)), (11, rec("b", 2)), (12, rec("a", 3))]);
+        assert_eq!(p.len(), 3);
+        let a = MachineId::parse("a").unwrap();
+        let seqs =
+            |it: Vec<&(u64, Arc<ProcessedRecord>)>| it.iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(seqs(p.after(Some(&a), 9).collect()), vec![10, 12]);
+        assert_eq!(seqs(p.after(Some(&a), 10).collect()), vec![12]);
+        let mut all = seqs(p.after(None, 10).collect());
+        all.sort();
+        assert_eq!(all, vec![11, 12]);
+        assert_eq!(p.after(Some(&MachineId::parse("z").unwrap()), 0).count(), 0);
+        p.clear(13);
+        assert_eq!(p.len(), 0);
+        assert!(!p.covers(11));
+        assert!(p.covers(12));
+    }
+}
