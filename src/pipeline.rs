@@ -34,6 +34,13 @@ pub struct ProcessedRecord {
     pub averages: Vec<f64>,
 }
 
+/// So that stores take records and shared records alike.
+impl AsRef<ProcessedRecord> for ProcessedRecord {
+    fn as_ref(&self) -> &ProcessedRecord {
+        self
+    }
+}
+
 impl ProcessedRecord {
     /// Each numeric field with its moving average.
     pub fn numeric(&self) -> impl Iterator<Item = (&ParamName, f64, f64)> {

@@ -37,37 +37,47 @@ pub struct StoredRecord {
 pub struct CodecError(&'static str);
 
 /// Encodes records of one machine (in arrival order) with their arrival numbers.
-pub fn encode<'a>(
-    records: impl IntoIterator<Item = (u64, &'a ProcessedRecord)> + Clone,
-) -> Vec<u8> {
+pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
+    // Records of a machine nearly always name the same parameters in the same order, so the
+    // name at the same position is tried before the whole dictionary.
+    fn index_of(names: &[&str], position: usize, name: &str) -> Option<usize> {
+        if names.get(position) == Some(&name) {
+            return Some(position);
+        }
+        names.iter().position(|n| *n == name)
+    }
     let mut names: Vec<&str> = Vec::new();
-    let mut count = 0u32;
-    for (_, r) in records.clone() {
-        count += 1;
-        for f in &r.fields {
-            if !names.contains(&f.name.as_str()) {
-                names.push(f.name.as_str());
+    let mut bytes = 0;
+    for (_, r) in rows {
+        let r = r.as_ref();
+        bytes += 18;
+        for (i, f) in r.fields.iter().enumerate() {
+            let name = f.name.as_str();
+            if index_of(&names, i, name).is_none() {
+                names.push(name);
             }
+            bytes += match &f.value {
+                Value::Number(_) => 19,
+                Value::State(s) => 5 + s.len(),
+            };
         }
     }
-    let mut out = Vec::with_capacity(16 + count as usize * 48);
+    let mut out = Vec::with_capacity(7 + names.iter().map(|n| 1 + n.len()).sum::<usize>() + bytes);
     out.push(VERSION);
     out.extend_from_slice(&(names.len() as u16).to_le_bytes());
     for n in &names {
         out.push(n.len() as u8);
         out.extend_from_slice(n.as_bytes());
     }
-    out.extend_from_slice(&count.to_le_bytes());
-    for (seq, r) in records {
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    for (seq, r) in rows {
+        let r = r.as_ref();
         out.extend_from_slice(&seq.to_le_bytes());
         out.extend_from_slice(&r.timestamp.as_nanos().to_le_bytes());
         out.extend_from_slice(&(r.fields.len() as u16).to_le_bytes());
         let mut avgs = r.averages.iter();
-        for f in &r.fields {
-            let idx = names
-                .iter()
-                .position(|n| *n == f.name.as_str())
-                .unwrap_or(0) as u16;
+        for (i, f) in r.fields.iter().enumerate() {
+            let idx = index_of(&names, i, f.name.as_str()).unwrap_or(0) as u16;
             out.extend_from_slice(&idx.to_le_bytes());
             match &f.value {
                 Value::Number(v) => {
@@ -225,14 +235,14 @@ pub fn values_of(
 /// log     := version:u8 n_sections:u32 section*
 /// section := len:u8 machine_id chunk_len:u32 chunk
 /// ```
-pub fn encode_log<'a>(
-    machines: impl IntoIterator<Item = (&'a str, &'a [(u64, &'a ProcessedRecord)])>,
+pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
+    machines: impl IntoIterator<Item = (&'a str, &'a [(u64, R)])>,
 ) -> Vec<u8> {
     let mut out = vec![VERSION];
     out.extend_from_slice(&0u32.to_le_bytes());
     let mut sections = 0u32;
     for (machine, rows) in machines {
-        let chunk = encode(rows.iter().copied());
+        let chunk = encode(rows);
         out.push(machine.len() as u8);
         out.extend_from_slice(machine.as_bytes());
         out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
@@ -407,7 +417,12 @@ mod tests {
             ),
             record(9, vec![("t", Value::Number(f64::MAX))]),
         ];
-        let chunk = encode(rs.iter().enumerate().map(|(i, r)| (i as u64 + 10, r)));
+        let rows: Vec<(u64, &ProcessedRecord)> = rs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 10, r))
+            .collect();
+        let chunk = encode(&rows);
         let m = MachineId::parse("m").unwrap();
         let back = decode(&m, &chunk).unwrap();
         assert_eq!(
@@ -442,7 +457,7 @@ mod tests {
             1,
             vec![("t", Value::Number(1.0)), ("s", Value::State("A".into()))],
         );
-        let chunk = encode([(1, &r)]);
+        let chunk = encode(&[(1, &r)]);
         let m = MachineId::parse("m").unwrap();
         for cut in 0..chunk.len() {
             assert!(decode(&m, &chunk[..cut]).is_err(), "cut at {cut}");
@@ -460,6 +475,7 @@ mod tests {
         let rows_a = [(3u64, &a), (5, &a)];
         let rows_b = [(4u64, &b)];
         let entry = encode_log([("m", &rows_a[..]), ("press-7", &rows_b[..])]);
+        let none: [(&str, &[(u64, &ProcessedRecord)]); 0] = [];
         let back = decode_log(&entry).unwrap();
         assert_eq!(
             back.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -473,7 +489,7 @@ mod tests {
         let mut longer = entry.clone();
         longer.push(0);
         assert!(decode_log(&longer).is_err());
-        assert!(decode_log(&encode_log([])).unwrap().is_empty());
+        assert!(decode_log(&encode_log(none)).unwrap().is_empty());
     }
 
     proptest! {
@@ -500,7 +516,9 @@ mod tests {
                     record(ts, fields)
                 })
                 .collect();
-            let chunk = encode(rs.iter().enumerate().map(|(i, r)| (i as u64, r)));
+            let rows: Vec<(u64, &ProcessedRecord)> =
+                rs.iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+            let chunk = encode(&rows);
             let back = decode(&MachineId::parse("m").unwrap(), &chunk).unwrap();
             prop_assert_eq!(back.into_iter().map(|s| s.record).collect::<Vec<_>>(), rs);
         }

@@ -5,18 +5,20 @@
 //! compaction has committed. A reader whose snapshot predates that compaction would miss the
 //! records it moved, so [`Pending::covers`] tells it to read again.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
+
+use super::writer::MachineRows;
 
 /// Records with their arrival numbers, per machine, in arrival order.
 #[derive(Debug)]
 pub(crate) struct Pending {
     /// Every committed record numbered from here on is in `machines`.
     floor: u64,
-    machines: BTreeMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>>,
+    machines: HashMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>, foldhash::fast::RandomState>,
     len: usize,
 }
 
@@ -25,22 +27,20 @@ impl Pending {
     pub(crate) fn new(floor: u64) -> Self {
         Pending {
             floor,
-            machines: BTreeMap::new(),
+            machines: HashMap::default(),
             len: 0,
         }
     }
 
-    /// Takes committed records, numbered in arrival order.
-    pub(crate) fn extend(
-        &mut self,
-        records: impl IntoIterator<Item = (u64, Arc<ProcessedRecord>)>,
-    ) {
-        for (seq, r) in records {
-            self.machines
-                .entry(r.machine_id.clone())
-                .or_default()
-                .push((seq, r));
-            self.len += 1;
+    /// Takes a commit's records, per machine, numbered in arrival order.
+    pub(crate) fn extend(&mut self, per_machine: &[MachineRows<'_>]) {
+        for (machine, rows) in per_machine {
+            let mine = match self.machines.get_mut(*machine) {
+                Some(mine) => mine,
+                None => self.machines.entry((*machine).clone()).or_default(),
+            };
+            mine.extend(rows.iter().map(|(seq, r)| (*seq, Arc::clone(r))));
+            self.len += rows.len();
         }
     }
 
@@ -107,9 +107,11 @@ mod tests {
         assert!(p.covers(9));
         assert!(p.covers(20));
         assert!(!p.covers(8));
-        p.extend([(10, rec("a", 1)), (11, rec("b", 2)), (12, rec("a", 3))]);
-        assert_eq!(p.len(), 3);
+        let (a1, b2, a3) = (rec("a", 1), rec("b", 2), rec("a", 3));
         let a = MachineId::parse("a").unwrap();
+        let b = MachineId::parse("b").unwrap();
+        p.extend(&[(&a, vec![(10, &a1), (12, &a3)]), (&b, vec![(11, &b2)])]);
+        assert_eq!(p.len(), 3);
         let seqs =
             |it: Vec<&(u64, Arc<ProcessedRecord>)>| it.iter().map(|r| r.0).collect::<Vec<_>>();
         assert_eq!(seqs(p.after(Some(&a), 9).collect()), vec![10, 12]);

@@ -101,6 +101,8 @@ const CHUNK_RECORDS: usize = 4096;
 /// checkpoint thread has copied most of it by then), so that the next commit starts the WAL
 /// over instead of growing it without end.
 const WAL_RESTART_FRAMES: u64 = 16_384;
+/// The writer's page cache, in KiB (SQLite takes a negative `cache_size` as KiB).
+const WRITER_CACHE_KIB: i64 = -32 * 1024;
 /// What a restarted WAL is cut back to on disk.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
@@ -209,6 +211,11 @@ impl SqliteStore {
         // checkpoint) happens on a thread of its own, so that it runs on the other core
         // instead of stalling commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(failed)?;
+        // A compaction writes megabytes in one transaction and then frees the log's pages,
+        // reading each overflow page it frees: with SQLite's default 2 MB cache it would spill
+        // pages to the WAL mid-transaction and read them back.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
             .map_err(failed)?;
         let wal_frames = Arc::new(AtomicU64::new(0));
         let checkpointer = open_connection(path, durability)?;
@@ -355,14 +362,14 @@ const INSERT_CHUNK: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Inserts one machine's records (in arrival order) as chunks of at most [`CHUNK_RECORDS`].
-fn insert_chunks(
+fn insert_chunks<R: AsRef<ProcessedRecord>>(
     insert: &mut rusqlite::CachedStatement<'_>,
     machine: &str,
-    rows: &[(u64, &ProcessedRecord)],
+    rows: &[(u64, R)],
 ) -> Result<(), StoreError> {
     for piece in rows.chunks(CHUNK_RECORDS) {
         let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
-        let data = codec::encode(piece.iter().copied());
+        let data = codec::encode(piece);
         insert
             .execute(params![
                 machine,
@@ -417,12 +424,14 @@ impl Writer {
                 // Retention deletes chunks; what is still pending must be among them.
                 self.compact();
             }
-            let seq_before = self.next_seq;
-            let result = self.write(&group);
-            match &result {
-                Ok(_) => self.remember(&group, seq_before),
-                Err(_) => self.next_seq = seq_before,
+            let mut next_seq = self.next_seq;
+            let per_machine = writer::per_machine(&group, &mut next_seq);
+            let result = self.write(&group, &per_machine);
+            if result.is_ok() {
+                self.next_seq = next_seq;
+                self.remember(&per_machine);
             }
+            drop(per_machine);
             if group.iter().any(|c| matches!(c, Command::Close(_))) {
                 self.compact();
             }
@@ -439,18 +448,12 @@ impl Writer {
     }
 
     /// Hands a committed group's records to readers (before anyone is told they are stored).
-    fn remember(&mut self, group: &[Command], first_seq: u64) {
-        let records = group.iter().flat_map(|cmd| match cmd {
-            Command::Append(records, _) => records.as_slice(),
-            _ => &[],
-        });
-        let numbered = (first_seq..).zip(records.cloned());
+    fn remember(&mut self, per_machine: &[writer::MachineRows<'_>]) {
         let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
-        let before = pending.len();
-        pending.extend(numbered);
-        if before == 0 && pending.len() > 0 {
+        if pending.len() == 0 {
             self.pending_since = Some(Instant::now());
         }
+        pending.extend(per_machine);
     }
 
     fn compaction_due(&self) -> bool {
@@ -495,9 +498,7 @@ impl Writer {
         {
             let mut insert = tx.prepare_cached(INSERT_CHUNK).map_err(failed)?;
             for (machine, rows) in pending.machines() {
-                let rows: Vec<(u64, &ProcessedRecord)> =
-                    rows.iter().map(|(seq, r)| (*seq, r.as_ref())).collect();
-                insert_chunks(&mut insert, machine.as_str(), &rows)?;
+                insert_chunks(&mut insert, machine.as_str(), rows)?;
             }
         }
         // Everything in the log is pending: the log only ever holds committed groups, and
@@ -511,15 +512,21 @@ impl Writer {
         tx.commit().map_err(failed)
     }
 
-    fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
+    fn write(
+        &mut self,
+        group: &[Command],
+        per_machine: &[writer::MachineRows<'_>],
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            let per_machine = writer::per_machine(group, &mut self.next_seq);
             if !per_machine.is_empty() {
-                let n: usize = per_machine.values().map(Vec::len).sum();
-                let data =
-                    codec::encode_log(per_machine.iter().map(|(m, rows)| (*m, rows.as_slice())));
+                let n: usize = per_machine.iter().map(|(_, rows)| rows.len()).sum();
+                let data = codec::encode_log(
+                    per_machine
+                        .iter()
+                        .map(|(m, rows)| (m.as_str(), rows.as_slice())),
+                );
                 tx.prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
                     .map_err(failed)?
                     .execute(params![n as i64, data])
@@ -853,7 +860,7 @@ mod tests {
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             let old = [record("m", 10, 1.0), record("m", 20, 2.0)];
-            let data = codec::encode([(1, &old[0]), (2, &old[1])]);
+            let data = codec::encode(&[(1, &old[0]), (2, &old[1])]);
             conn.execute(
                 "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
                  VALUES ('m', 10, 20, 1, 2, 2, ?1)",

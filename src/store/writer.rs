@@ -1,7 +1,7 @@
 //! What the SQLite and PostgreSQL writers share: the commands they take, how a group of
 //! commands is gathered and numbered, and how each command is answered after the commit.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{Ack, StoreError};
 use crate::pipeline::ProcessedRecord;
+use crate::reading::MachineId;
 use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
@@ -49,36 +50,43 @@ pub(crate) fn gather(first: Command, mut next: impl FnMut() -> Option<Command>) 
     group
 }
 
-/// The group's records per machine in arrival order, numbered from `*next_seq` on: one chunk
-/// per machine per commit.
-pub(crate) fn per_machine<'a>(
-    group: &'a [Command],
-    next_seq: &mut u64,
-) -> BTreeMap<&'a str, Vec<(u64, &'a ProcessedRecord)>> {
-    let mut out: BTreeMap<&str, Vec<(u64, &ProcessedRecord)>> = BTreeMap::new();
+/// One machine's records of a group, numbered, in arrival order.
+pub(crate) type MachineRows<'a> = (&'a MachineId, Vec<(u64, &'a Arc<ProcessedRecord>)>);
+
+/// The group's records per machine in arrival order, numbered from `*next_seq` on, sorted by
+/// machine: one chunk per machine per commit. (A hash map to gather them: a commit holds
+/// thousands of records of hundreds of machines.)
+pub(crate) fn per_machine<'a>(group: &'a [Command], next_seq: &mut u64) -> Vec<MachineRows<'a>> {
+    let mut index: HashMap<&MachineId, usize, foldhash::fast::FixedState> = HashMap::default();
+    let mut out: Vec<MachineRows<'a>> = Vec::new();
     for cmd in group {
         if let Command::Append(records, _) = cmd {
             for r in records {
-                out.entry(r.machine_id.as_str())
-                    .or_default()
-                    .push((*next_seq, r));
+                let i = *index.entry(&r.machine_id).or_insert_with(|| {
+                    out.push((&r.machine_id, Vec::new()));
+                    out.len() - 1
+                });
+                out[i].1.push((*next_seq, r));
                 *next_seq += 1;
             }
         }
     }
+    out.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out
 }
 
 /// The time range and arrival range of one machine's chunk.
-pub(crate) fn bounds(rows: &[(u64, &ProcessedRecord)]) -> (Timestamp, Timestamp, u64, u64) {
+pub(crate) fn bounds<R: AsRef<ProcessedRecord>>(
+    rows: &[(u64, R)],
+) -> (Timestamp, Timestamp, u64, u64) {
     let ts_min = rows
         .iter()
-        .map(|(_, r)| r.timestamp)
+        .map(|(_, r)| r.as_ref().timestamp)
         .min()
         .unwrap_or(Timestamp::MIN);
     let ts_max = rows
         .iter()
-        .map(|(_, r)| r.timestamp)
+        .map(|(_, r)| r.as_ref().timestamp)
         .max()
         .unwrap_or(Timestamp::MAX);
     let seq_min = rows.first().map_or(0, |r| r.0);
