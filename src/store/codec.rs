@@ -37,32 +37,53 @@ pub struct StoredRecord {
 pub struct CodecError(&'static str);
 
 /// Encodes records of one machine (in arrival order) with their arrival numbers.
+///
+/// One pass: the records go into the body while the name dictionary grows, and the header is
+/// put in front at the end. This runs twice for every stored reading (the log, then the
+/// compaction), on the one writer thread, so it is kept lean.
 pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
-    // Records of a machine nearly always name the same parameters in the same order, so the
-    // name at the same position is tried before the whole dictionary.
-    fn index_of(names: &[&str], position: usize, name: &str) -> Option<usize> {
-        if names.get(position) == Some(&name) {
-            return Some(position);
-        }
-        names.iter().position(|n| *n == name)
-    }
     let mut names: Vec<&str> = Vec::new();
-    let mut bytes = 0;
-    for (_, r) in rows {
+    let mut body = Vec::with_capacity(rows.len() * 96);
+    for (seq, r) in rows {
         let r = r.as_ref();
-        bytes += 18;
+        let mut head = [0u8; 18];
+        head[..8].copy_from_slice(&seq.to_le_bytes());
+        head[8..16].copy_from_slice(&r.timestamp.as_nanos().to_le_bytes());
+        head[16..].copy_from_slice(&(r.fields.len() as u16).to_le_bytes());
+        body.extend_from_slice(&head);
+        let mut avgs = r.averages.iter();
         for (i, f) in r.fields.iter().enumerate() {
             let name = f.name.as_str();
-            if index_of(&names, i, name).is_none() {
+            // Records of a machine nearly always name the same parameters in the same order,
+            // so the name at the same position is tried before the whole dictionary.
+            let idx = if names.get(i) == Some(&name) {
+                i
+            } else if let Some(at) = names.iter().position(|n| *n == name) {
+                at
+            } else {
                 names.push(name);
-            }
-            bytes += match &f.value {
-                Value::Number(_) => 19,
-                Value::State(s) => 5 + s.len(),
+                names.len() - 1
             };
+            match &f.value {
+                Value::Number(v) => {
+                    let mut field = [0u8; 19];
+                    field[..2].copy_from_slice(&(idx as u16).to_le_bytes());
+                    field[3..11].copy_from_slice(&v.to_le_bytes());
+                    let avg = avgs.next().copied().unwrap_or(*v);
+                    field[11..].copy_from_slice(&avg.to_le_bytes());
+                    body.extend_from_slice(&field);
+                }
+                Value::State(s) => {
+                    body.extend_from_slice(&(idx as u16).to_le_bytes());
+                    body.push(1);
+                    body.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                    body.extend_from_slice(s.as_bytes());
+                }
+            }
         }
     }
-    let mut out = Vec::with_capacity(7 + names.iter().map(|n| 1 + n.len()).sum::<usize>() + bytes);
+    let header = 7 + names.iter().map(|n| 1 + n.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(header + body.len());
     out.push(VERSION);
     out.extend_from_slice(&(names.len() as u16).to_le_bytes());
     for n in &names {
@@ -70,29 +91,7 @@ pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
         out.extend_from_slice(n.as_bytes());
     }
     out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
-    for (seq, r) in rows {
-        let r = r.as_ref();
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&r.timestamp.as_nanos().to_le_bytes());
-        out.extend_from_slice(&(r.fields.len() as u16).to_le_bytes());
-        let mut avgs = r.averages.iter();
-        for (i, f) in r.fields.iter().enumerate() {
-            let idx = index_of(&names, i, f.name.as_str()).unwrap_or(0) as u16;
-            out.extend_from_slice(&idx.to_le_bytes());
-            match &f.value {
-                Value::Number(v) => {
-                    out.push(0);
-                    out.extend_from_slice(&v.to_le_bytes());
-                    out.extend_from_slice(&avgs.next().copied().unwrap_or(*v).to_le_bytes());
-                }
-                Value::State(s) => {
-                    out.push(1);
-                    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-                    out.extend_from_slice(s.as_bytes());
-                }
-            }
-        }
-    }
+    out.extend_from_slice(&body);
     out
 }
 
