@@ -13,12 +13,17 @@ use crate::reading::MachineId;
 
 use super::writer::MachineRows;
 
+type Machines = HashMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>, foldhash::fast::RandomState>;
+
+/// Records taken out of [`Pending`] by a compaction, to be dropped.
+pub(crate) struct Compacted(#[allow(dead_code)] Machines);
+
 /// Records with their arrival numbers, per machine, in arrival order.
 #[derive(Debug)]
 pub(crate) struct Pending {
     /// Every committed record numbered from here on is in `machines`.
     floor: u64,
-    machines: HashMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>, foldhash::fast::RandomState>,
+    machines: Machines,
     len: usize,
 }
 
@@ -44,11 +49,12 @@ impl Pending {
         }
     }
 
-    /// Forgets everything: it has been compacted, up to `floor - 1`.
-    pub(crate) fn clear(&mut self, floor: u64) {
-        self.machines.clear();
+    /// Forgets everything: it has been compacted, up to `floor - 1`. Returns the records, so
+    /// that the caller can free them elsewhere (tens of thousands of them take milliseconds).
+    pub(crate) fn clear(&mut self, floor: u64) -> Compacted {
         self.len = 0;
         self.floor = floor;
+        Compacted(std::mem::take(&mut self.machines))
     }
 
     /// How many records are held.
@@ -120,7 +126,7 @@ mod tests {
         all.sort();
         assert_eq!(all, vec![11, 12]);
         assert_eq!(p.after(Some(&MachineId::parse("z").unwrap()), 0).count(), 0);
-        p.clear(13);
+        drop(p.clear(13));
         assert_eq!(p.len(), 0);
         assert!(!p.covers(11));
         assert!(p.covers(12));
