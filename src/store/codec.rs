@@ -14,6 +14,8 @@
 //! All integers little-endian. Decoding checks every length: a damaged chunk is an error,
 //! never a panic.
 
+use std::collections::HashMap;
+
 use compact_str::CompactString;
 
 use crate::pipeline::ProcessedRecord;
@@ -36,16 +38,52 @@ pub struct StoredRecord {
 #[error("damaged chunk: {0}")]
 pub struct CodecError(&'static str);
 
-/// Encodes records of one machine (in arrival order) with their arrival numbers.
+/// Most distinct parameter names one chunk's dictionary holds (its indexes are `u16`).
+const MAX_NAMES: usize = u16::MAX as usize;
+
+/// A chunk stops taking records once it holds this many bytes, so that no single value
+/// (SQLite's and PostgreSQL's limits are 1 GB) grows with the size of a commit.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// Encodes records of one machine (in arrival order) with their arrival numbers, as chunks
+/// of at most `max_records` records: yields each chunk with the rows it holds.
+///
+/// A chunk also ends before its dictionary would overflow or once it passes
+/// [`CHUNK_BYTES`]; it always takes at least one record (one record has at most 256 fields of
+/// at most 256 bytes), so every row is in exactly one chunk, in order.
+pub fn chunks<R: AsRef<ProcessedRecord>>(
+    rows: &[(u64, R)],
+    max_records: usize,
+) -> impl Iterator<Item = (&[(u64, R)], Vec<u8>)> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, used) = encode_some(&rest[..rest.len().min(max_records.max(1))]);
+        let (piece, tail) = rest.split_at(used);
+        rest = tail;
+        Some((piece, chunk))
+    })
+}
+
+/// Encodes the longest prefix of `rows` that fits one chunk; returns it and its length.
 ///
 /// One pass: the records go into the body while the name dictionary grows, and the header is
 /// put in front at the end. This runs twice for every stored reading (the log, then the
 /// compaction), on the one writer thread, so it is kept lean.
-pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
+fn encode_some<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> (Vec<u8>, usize) {
     let mut names: Vec<&str> = Vec::new();
-    let mut body = Vec::with_capacity(rows.len() * 96);
+    // Looked up only when a name is not where the previous records had it.
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut body = Vec::with_capacity(rows.len().min(4096) * 96);
+    let mut used = 0;
     for (seq, r) in rows {
         let r = r.as_ref();
+        if used > 0 && (names.len() + r.fields.len() > MAX_NAMES || body.len() >= CHUNK_BYTES) {
+            break;
+        }
+        used += 1;
         let mut head = [0u8; 18];
         head[..8].copy_from_slice(&seq.to_le_bytes());
         head[8..16].copy_from_slice(&r.timestamp.as_nanos().to_le_bytes());
@@ -55,14 +93,14 @@ pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
         for (i, f) in r.fields.iter().enumerate() {
             let name = f.name.as_str();
             // Records of a machine nearly always name the same parameters in the same order,
-            // so the name at the same position is tried before the whole dictionary.
+            // so the name at the same position is tried before the dictionary.
             let idx = if names.get(i) == Some(&name) {
                 i
-            } else if let Some(at) = names.iter().position(|n| *n == name) {
-                at
             } else {
-                names.push(name);
-                names.len() - 1
+                *index.entry(name).or_insert_with(|| {
+                    names.push(name);
+                    names.len() - 1
+                })
             };
             match &f.value {
                 Value::Number(v) => {
@@ -90,10 +128,14 @@ pub fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
         out.push(n.len() as u8);
         out.extend_from_slice(n.as_bytes());
     }
-    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(used as u32).to_le_bytes());
     out.extend_from_slice(&body);
-    out
+    (out, used)
 }
+
+/// The fewest bytes a record (its head) and a field (an empty state) take.
+const RECORD_BYTES: usize = 18;
+const FIELD_BYTES: usize = 5;
 
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -112,6 +154,11 @@ impl<'a> Cursor<'a> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
+    }
+    /// `n` items of at least `size` bytes each, or as many as the bytes left can hold: a
+    /// damaged count never reserves more memory than the chunk could fill.
+    fn at_most(&self, n: usize, size: usize) -> usize {
+        n.min(self.buf.len() / size)
     }
     fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
@@ -138,7 +185,7 @@ fn header<'a>(c: &mut Cursor<'a>) -> Result<(Vec<&'a str>, u32), CodecError> {
         return Err(CodecError("unknown version"));
     }
     let n = c.u16()? as usize;
-    let mut names = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(c.at_most(n, 1));
     for _ in 0..n {
         let len = c.u8()? as usize;
         names.push(c.str(len)?);
@@ -151,12 +198,12 @@ pub fn decode(machine_id: &MachineId, chunk: &[u8]) -> Result<Vec<StoredRecord>,
     let mut c = Cursor { buf: chunk };
     let (names, count) = header(&mut c)?;
     let names: Vec<ParamName> = names.into_iter().map(ParamName::trusted).collect();
-    let mut out = Vec::with_capacity(count as usize);
+    let mut out = Vec::with_capacity(c.at_most(count as usize, RECORD_BYTES));
     for _ in 0..count {
         let seq = c.u64()?;
         let ts = Timestamp::from_nanos(c.u64()? as i64);
         let n = c.u16()? as usize;
-        let mut fields = Vec::with_capacity(n);
+        let mut fields = Vec::with_capacity(c.at_most(n, FIELD_BYTES));
         let mut averages = Vec::new();
         for _ in 0..n {
             let name = names
@@ -228,7 +275,21 @@ pub fn values_of(
     Ok(())
 }
 
-/// Encodes one commit's records for the log: each machine's chunk, after its name.
+/// One row of the log: some of a commit's records, encoded.
+#[derive(Debug)]
+pub struct LogEntry {
+    /// How many records it holds.
+    pub records: usize,
+    /// The encoded records.
+    pub data: Vec<u8>,
+}
+
+/// A log entry takes no more sections once it holds this many bytes: a large commit becomes
+/// several rows rather than one value beyond the database's limit.
+const LOG_ENTRY_BYTES: usize = 2 * CHUNK_BYTES;
+
+/// Encodes one commit's records for the log: each machine's chunks, after its name, in
+/// entries of about [`LOG_ENTRY_BYTES`] at most.
 ///
 /// ```text
 /// log     := version:u8 n_sections:u32 section*
@@ -236,20 +297,40 @@ pub fn values_of(
 /// ```
 pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
     machines: impl IntoIterator<Item = (&'a str, &'a [(u64, R)])>,
-) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    out.extend_from_slice(&0u32.to_le_bytes());
+) -> Vec<LogEntry> {
+    fn fresh() -> LogEntry {
+        let mut data = vec![VERSION];
+        data.extend_from_slice(&0u32.to_le_bytes());
+        LogEntry { records: 0, data }
+    }
+    fn seal(entry: &mut LogEntry, sections: u32) {
+        entry.data[1..5].copy_from_slice(&sections.to_le_bytes());
+    }
+    let mut entries = Vec::new();
+    let mut entry = fresh();
     let mut sections = 0u32;
     for (machine, rows) in machines {
-        let chunk = encode(rows);
-        out.push(machine.len() as u8);
-        out.extend_from_slice(machine.as_bytes());
-        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-        out.extend_from_slice(&chunk);
-        sections += 1;
+        for (piece, chunk) in chunks(rows, usize::MAX) {
+            if entry.data.len() >= LOG_ENTRY_BYTES {
+                seal(&mut entry, sections);
+                entries.push(std::mem::replace(&mut entry, fresh()));
+                sections = 0;
+            }
+            entry.data.push(machine.len() as u8);
+            entry.data.extend_from_slice(machine.as_bytes());
+            entry
+                .data
+                .extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            entry.data.extend_from_slice(&chunk);
+            entry.records += piece.len();
+            sections += 1;
+        }
     }
-    out[1..5].copy_from_slice(&sections.to_le_bytes());
-    out
+    if sections > 0 {
+        seal(&mut entry, sections);
+        entries.push(entry);
+    }
+    entries
 }
 
 /// Decodes every record of a log entry.
@@ -378,6 +459,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// All of `rows` as one chunk (the tests' rows always fit one).
+    fn encode<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> Vec<u8> {
+        let (chunk, used) = encode_some(rows);
+        assert_eq!(used, rows.len());
+        chunk
+    }
+
     fn record(ts: i64, fields: Vec<(&str, Value)>) -> ProcessedRecord {
         let averages = fields
             .iter()
@@ -473,9 +561,12 @@ mod tests {
         b.machine_id = MachineId::parse("press-7").unwrap();
         let rows_a = [(3u64, &a), (5, &a)];
         let rows_b = [(4u64, &b)];
-        let entry = encode_log([("m", &rows_a[..]), ("press-7", &rows_b[..])]);
+        let entries = encode_log([("m", &rows_a[..]), ("press-7", &rows_b[..])]);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].records, 3);
+        let entry = &entries[0].data;
         let none: [(&str, &[(u64, &ProcessedRecord)]); 0] = [];
-        let back = decode_log(&entry).unwrap();
+        let back = decode_log(entry).unwrap();
         assert_eq!(
             back.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![3, 5, 4]
@@ -488,7 +579,89 @@ mod tests {
         let mut longer = entry.clone();
         longer.push(0);
         assert!(decode_log(&longer).is_err());
-        assert!(decode_log(&encode_log(none)).unwrap().is_empty());
+        assert!(encode_log(none).is_empty());
+    }
+
+    /// Records of `fields` fields each, all named afresh, as a chunk's rows.
+    fn fresh_names(records: usize, fields: usize, state: &str) -> Vec<ProcessedRecord> {
+        (0..records)
+            .map(|i| {
+                let names: Vec<String> = (0..fields).map(|j| format!("p{i}.{j}")).collect();
+                record(
+                    i as i64,
+                    names
+                        .iter()
+                        .map(|n| (n.as_str(), Value::State(state.into())))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Decodes every chunk and checks that they hold `rs` in order, each piece its own rows.
+    fn assert_pieces(rs: &[ProcessedRecord], max_records: usize) -> usize {
+        let rows: Vec<(u64, &ProcessedRecord)> =
+            rs.iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        let m = MachineId::parse("m").unwrap();
+        let mut back = Vec::new();
+        let mut pieces = 0;
+        for (piece, chunk) in chunks(&rows, max_records) {
+            assert!(!piece.is_empty() && piece.len() <= max_records);
+            let decoded = decode(&m, &chunk).unwrap();
+            assert_eq!(decoded.len(), piece.len());
+            back.extend(decoded);
+            pieces += 1;
+        }
+        assert_eq!(
+            back.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (0..rs.len() as u64).collect::<Vec<_>>()
+        );
+        assert!(back.into_iter().map(|r| r.record).eq(rs.iter().cloned()));
+        pieces
+    }
+
+    #[test]
+    fn a_chunk_ends_before_its_dictionary_overflows() {
+        // 300 records of 256 new names each: 76,800 names, more than a u16 index reaches.
+        let rs = fresh_names(300, 256, "");
+        assert_eq!(assert_pieces(&rs, usize::MAX), 2);
+        assert_eq!(assert_pieces(&rs[..10], 4), 3);
+    }
+
+    #[test]
+    fn big_records_make_more_chunks_and_log_entries() {
+        // 64 KiB a record: 8 MiB chunks hold about 128 of them, 16 MiB log entries twice that.
+        let big = "x".repeat(256);
+        let rs = fresh_names(400, 256, &big);
+        assert_eq!(assert_pieces(&rs, usize::MAX), 4);
+        let rows: Vec<(u64, &ProcessedRecord)> =
+            rs.iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        let entries = encode_log([("m", &rows[..])]);
+        assert_eq!(entries.len(), 2);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.data.len() < LOG_ENTRY_BYTES + CHUNK_BYTES + (1 << 17))
+        );
+        assert_eq!(entries.iter().map(|e| e.records).sum::<usize>(), 400);
+        let back: Vec<StoredRecord> = entries
+            .iter()
+            .flat_map(|e| decode_log(&e.data).unwrap())
+            .collect();
+        assert!(back.into_iter().map(|r| r.record).eq(rs.iter().cloned()));
+    }
+
+    #[test]
+    fn a_damaged_count_reserves_nothing_it_cannot_fill() {
+        // Four billion records claimed, none there: an error, not an allocation of 400 GB.
+        let chunk = [VERSION, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            decode(&MachineId::parse("m").unwrap(), &chunk),
+            Err(CodecError("truncated"))
+        );
+        let mut names = vec![VERSION, 0xff, 0xff];
+        names.extend([0; 4]);
+        assert!(decode(&MachineId::parse("m").unwrap(), &names).is_err());
     }
 
     proptest! {

@@ -204,14 +204,16 @@ impl Writer {
             let mut n = Vec::new();
             let mut data = Vec::new();
             for (machine, rows) in &per_machine {
-                machines.push(machine.as_str());
-                let (lo, hi, first, last) = writer::bounds(rows);
-                ts_min.push(lo.as_nanos());
-                ts_max.push(hi.as_nanos());
-                seq_min.push(first as i64);
-                seq_max.push(last as i64);
-                n.push(rows.len() as i32);
-                data.push(codec::encode(rows));
+                for (piece, chunk) in codec::chunks(rows, usize::MAX) {
+                    machines.push(machine.as_str());
+                    let (lo, hi, first, last) = writer::bounds(piece);
+                    ts_min.push(lo.as_nanos());
+                    ts_max.push(hi.as_nanos());
+                    seq_min.push(first as i64);
+                    seq_max.push(last as i64);
+                    n.push(piece.len() as i32);
+                    data.push(chunk);
+                }
             }
             tx.execute(
                 "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)

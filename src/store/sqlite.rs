@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
 use super::pending::{Compacted, Pending};
@@ -84,6 +85,9 @@ pub struct Compaction {
     pub records: usize,
     /// Age of the oldest pending record that triggers one.
     pub age: Duration,
+    /// Pending records beyond which new readings are refused (503) rather than held in
+    /// memory: only reached when compactions keep failing (a full disk, say).
+    pub limit: usize,
 }
 
 impl Default for Compaction {
@@ -91,6 +95,7 @@ impl Default for Compaction {
         Compaction {
             records: 65_536,
             age: Duration::from_secs(5),
+            limit: 1 << 20,
         }
     }
 }
@@ -122,7 +127,7 @@ const RETENTION_STEP: i64 = 500;
 /// A SQLite file with a group-commit writer thread.
 pub struct SqliteStore {
     path: PathBuf,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Records in the log, not yet in chunks.
     pending: Arc<RwLock<Pending>>,
@@ -141,8 +146,7 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     )
     .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(failed)?;
-    // Small pages: a commit touches one index leaf per machine, and the WAL takes whole pages,
-    // so the page size multiplies what every commit writes. (Only a new file takes it.)
+    // Only a new file takes it; see PAGE_SIZE.
     conn.pragma_update(None, "page_size", PAGE_SIZE)
         .map_err(failed)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -219,25 +223,27 @@ impl SqliteStore {
             .map_err(failed)?;
         let wal_frames = Arc::new(AtomicU64::new(0));
         let checkpointer = open_connection(path, durability)?;
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let frames = wal_frames.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stop_rx, &frames))
             .map_err(failed)?;
         let pending = Arc::new(RwLock::new(Pending::new(next_seq)));
-        let (garbage, dump) = std::sync::mpsc::channel::<Compacted>();
+        let (garbage, dump) = mpsc::channel::<Compacted>();
         std::thread::Builder::new()
             .name("sqlite-free".into())
             .spawn(move || dump.into_iter().for_each(drop))
             .map_err(failed)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
             next_seq,
             pending: pending.clone(),
             pending_since: None,
             compaction,
+            failures: 0,
+            retry_at: None,
             wal_frames,
             garbage,
             file: path.to_path_buf(),
@@ -275,7 +281,11 @@ impl SqliteStore {
                 None => open_connection(&path, Durability::Full)?,
             };
             let out = f(&conn);
-            readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            // A connection left inside a transaction (its end failed) would pin an old
+            // snapshot for the next read: it is dropped instead.
+            if conn.is_autocommit() {
+                readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            }
             out
         })
         .await
@@ -373,9 +383,8 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
     machine: &str,
     rows: &[(u64, R)],
 ) -> Result<(), StoreError> {
-    for piece in rows.chunks(CHUNK_RECORDS) {
+    for (piece, data) in codec::chunks(rows, CHUNK_RECORDS) {
         let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
-        let data = codec::encode(piece);
         insert
             .execute(params![
                 machine,
@@ -400,23 +409,31 @@ struct Writer {
     /// When the oldest pending record was committed.
     pending_since: Option<Instant>,
     compaction: Compaction,
+    /// Compactions that failed in a row, and when the next may try: a failing one is not
+    /// retried after every commit.
+    failures: u32,
+    retry_at: Option<Instant>,
     /// Frames in the WAL, as the checkpoint thread last saw them.
     wal_frames: Arc<AtomicU64>,
     /// Where compacted records go to be freed, off the writer thread.
-    garbage: std::sync::mpsc::Sender<Compacted>,
+    garbage: mpsc::Sender<Compacted>,
     file: PathBuf,
     /// Dropped with the writer, which ends the checkpoint thread.
-    _stop_checkpoints: std::sync::mpsc::Sender<()>,
+    _stop_checkpoints: mpsc::Sender<()>,
 }
+
+/// How long after a failed compaction the next one waits: doubling from the first to the
+/// second with each failure in a row.
+const COMPACTION_RETRY_MIN: Duration = Duration::from_millis(50);
+const COMPACTION_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
 /// never blocks the writer or readers; what it cannot copy now it copies next time.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, frames: &AtomicU64) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
-    {
+fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, frames: &AtomicU64) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(n) => frames.store(n.max(0) as u64, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
@@ -425,12 +442,34 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, fram
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
-            let group = writer::gather(first, || rx.try_recv().ok());
-            if group.iter().any(|c| matches!(c, Command::Retain(..))) {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            // Idle, the writer still compacts when the oldest pending record comes of age.
+            let first = match self.next_compaction() {
+                None => rx.recv().map_err(|_| ()),
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Ok(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.compact();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                },
+            };
+            let Ok(first) = first else { break };
+            let mut group = writer::gather(first, || rx.try_recv().ok());
+            if group.iter().any(|c| matches!(c, Command::Retain(..)))
+                && self.retry_at.is_none_or(|at| at <= Instant::now())
+            {
                 // Retention deletes chunks; what is still pending must be among them.
                 self.compact();
+            }
+            if let Err(refusal) = self.room() {
+                let (refused, kept) = group
+                    .into_iter()
+                    .partition(|c| matches!(c, Command::Append(..)));
+                writer::answer(refused, &Err(refusal));
+                group = kept;
             }
             let mut next_seq = self.next_seq;
             let per_machine = writer::per_machine(&group, &mut next_seq);
@@ -448,7 +487,10 @@ impl Writer {
                 break;
             }
             // After answering: the group's records are already visible in `pending`.
-            if self.compaction_due() {
+            if self
+                .next_compaction()
+                .is_some_and(|at| at <= Instant::now())
+            {
                 self.compact();
             }
         }
@@ -464,17 +506,48 @@ impl Writer {
         pending.extend(per_machine);
     }
 
-    fn compaction_due(&self) -> bool {
-        let len = self.pending.read().unwrap_or_else(|e| e.into_inner()).len();
-        len >= self.compaction.records
-            || self
-                .pending_since
-                .is_some_and(|t| t.elapsed() >= self.compaction.age)
+    fn pending_len(&self) -> usize {
+        self.pending.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// When the next compaction is due (now or earlier when it is overdue); `None` with
+    /// nothing pending.
+    fn next_compaction(&self) -> Option<Instant> {
+        let since = self.pending_since?;
+        let due = if self.pending_len() >= self.compaction.records {
+            Instant::now()
+        } else {
+            since + self.compaction.age
+        };
+        Some(self.retry_at.map_or(due, |retry| due.max(retry)))
+    }
+
+    /// Whether new records may come in: not while the records that failing compactions left
+    /// in memory are at the limit (a compaction due by then gets one more try first).
+    fn room(&mut self) -> Result<(), StoreError> {
+        if self.pending_len() < self.compaction.limit {
+            return Ok(());
+        }
+        if self.retry_at.is_none_or(|at| at <= Instant::now()) {
+            self.compact();
+            if self.pending_len() < self.compaction.limit {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "SQLite store {}: {} records wait to be compacted and compaction keeps failing \
+             (see the log); new readings are refused until it succeeds",
+            self.file.display(),
+            self.pending_len()
+        )))
     }
 
     /// Moves the pending records into chunks; on failure they stay in the log and in memory,
     /// and the next compaction tries again.
     fn compact(&mut self) {
+        if self.pending_len() == 0 {
+            return;
+        }
         let started = Instant::now();
         match self.compact_pending() {
             Ok(()) => {
@@ -488,6 +561,11 @@ impl Writer {
                     drop(unsent);
                 }
                 self.pending_since = None;
+                if self.failures > 0 {
+                    tracing::info!(records, "SQLite compaction succeeded again");
+                }
+                self.failures = 0;
+                self.retry_at = None;
                 tracing::debug!(
                     records,
                     commit_ms = committed.as_secs_f64() * 1e3,
@@ -495,7 +573,20 @@ impl Writer {
                     "log compacted into chunks"
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "SQLite compaction failed; will retry"),
+            Err(e) => {
+                self.failures += 1;
+                let wait = COMPACTION_RETRY_MIN
+                    .saturating_mul(1 << self.failures.min(16))
+                    .min(COMPACTION_RETRY_MAX);
+                self.retry_at = Some(Instant::now() + wait);
+                tracing::warn!(
+                    error = %e,
+                    failures = self.failures,
+                    retry_in_ms = wait.as_millis() as u64,
+                    pending = self.pending_len(),
+                    "SQLite compaction failed; the records stay in the log"
+                );
+            }
         }
         // Finish what the checkpoint thread started, so that the WAL starts over.
         if self.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
@@ -540,17 +631,20 @@ impl Writer {
         let tx = self.conn.transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            if !per_machine.is_empty() {
-                let n: usize = per_machine.iter().map(|(_, rows)| rows.len()).sum();
-                let data = codec::encode_log(
-                    per_machine
-                        .iter()
-                        .map(|(m, rows)| (m.as_str(), rows.as_slice())),
-                );
-                tx.prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
-                    .map_err(failed)?
-                    .execute(params![n as i64, data])
+            let entries = codec::encode_log(
+                per_machine
+                    .iter()
+                    .map(|(m, rows)| (m.as_str(), rows.as_slice())),
+            );
+            if !entries.is_empty() {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
                     .map_err(failed)?;
+                for entry in entries {
+                    insert
+                        .execute(params![entry.records as i64, entry.data])
+                        .map_err(failed)?;
+                }
             }
             let mut status = tx
                 .prepare_cached(
@@ -883,7 +977,8 @@ mod tests {
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             let old = [record("m", 10, 1.0), record("m", 20, 2.0)];
-            let data = codec::encode(&[(1, &old[0]), (2, &old[1])]);
+            let rows = [(1, &old[0]), (2, &old[1])];
+            let (_, data) = codec::chunks(&rows, 2).next().unwrap();
             conn.execute(
                 "INSERT INTO chunks (machine_id, ts_min, ts_max, seq_min, seq_max, n, data)
                  VALUES ('m', 10, 20, 1, 2, 2, ?1)",
@@ -938,8 +1033,11 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             let (a, b) = (record("a", 5, 1.0), record("b", 6, 2.0));
             let entry = codec::encode_log([("a", &[(1, &a)][..]), ("b", &[(2, &b)][..])]);
-            conn.execute("INSERT INTO log (n, data) VALUES (2, ?1)", params![entry])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO log (n, data) VALUES (2, ?1)",
+                params![entry[0].data],
+            )
+            .unwrap();
             assert_eq!(census(&path).unwrap()["records"], 2);
         }
         let store = SqliteStore::open(&path, Durability::Full).unwrap();

@@ -54,10 +54,10 @@ pub(crate) fn gather(first: Command, mut next: impl FnMut() -> Option<Command>) 
 pub(crate) type MachineRows<'a> = (&'a MachineId, Vec<(u64, &'a Arc<ProcessedRecord>)>);
 
 /// The group's records per machine in arrival order, numbered from `*next_seq` on, sorted by
-/// machine: one chunk per machine per commit. (A hash map to gather them: a commit holds
-/// thousands of records of hundreds of machines.)
+/// machine. (A hash map to gather them: a commit holds thousands of records of hundreds of
+/// machines; seeded at random, so that chosen machine ids cannot make it slow.)
 pub(crate) fn per_machine<'a>(group: &'a [Command], next_seq: &mut u64) -> Vec<MachineRows<'a>> {
-    let mut index: HashMap<&MachineId, usize, foldhash::fast::FixedState> = HashMap::default();
+    let mut index: HashMap<&MachineId, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut out: Vec<MachineRows<'a>> = Vec::new();
     for cmd in group {
         if let Command::Append(records, _) = cmd {
