@@ -75,6 +75,20 @@ impl Pending {
         self.machines.iter().map(|(m, rs)| (m, rs.as_slice()))
     }
 
+    /// Each machine's last (at most) `n` records numbered after `compacted`.
+    pub(crate) fn tails(
+        &self,
+        compacted: u64,
+        n: usize,
+    ) -> impl Iterator<Item = (&MachineId, &[(u64, Arc<ProcessedRecord>)])> {
+        self.machines.iter().map(move |(m, rs)| {
+            let start = rs
+                .partition_point(|(seq, _)| *seq <= compacted)
+                .max(rs.len().saturating_sub(n));
+            (m, &rs[start..])
+        })
+    }
+
     /// The records of one machine (or of all) numbered after `compacted`.
     pub(crate) fn after<'a>(
         &'a self,
@@ -126,6 +140,22 @@ mod tests {
         all.sort();
         assert_eq!(all, vec![11, 12]);
         assert_eq!(p.after(Some(&MachineId::parse("z").unwrap()), 0).count(), 0);
+        let mut tails: Vec<(String, Vec<u64>)> = p
+            .tails(9, 1)
+            .map(|(m, rs)| (m.as_str().to_owned(), rs.iter().map(|r| r.0).collect()))
+            .collect();
+        tails.sort();
+        assert_eq!(tails, vec![("a".into(), vec![12]), ("b".into(), vec![11])]);
+        let a_tail = |compacted, n| -> Vec<u64> {
+            let (_, rs) = p
+                .tails(compacted, n)
+                .find(|(m, _)| m.as_str() == "a")
+                .unwrap();
+            rs.iter().map(|r| r.0).collect()
+        };
+        assert_eq!(a_tail(9, 5), vec![10, 12]);
+        assert_eq!(a_tail(10, 5), vec![12]);
+        assert_eq!(a_tail(12, 5), Vec::<u64>::new());
         drop(p.clear(13));
         assert_eq!(p.len(), 0);
         assert!(!p.covers(11));

@@ -86,7 +86,8 @@ pub struct Compaction {
     /// Age of the oldest pending record that triggers one.
     pub age: Duration,
     /// Pending records beyond which new readings are refused (503) rather than held in
-    /// memory: only reached when compactions keep failing (a full disk, say).
+    /// memory: only reached when compactions keep failing (a full disk, say). Checked before
+    /// each commit, so one commit's records may go beyond it.
     pub limit: usize,
 }
 
@@ -422,8 +423,8 @@ struct Writer {
     _stop_checkpoints: mpsc::Sender<()>,
 }
 
-/// How long after a failed compaction the next one waits: doubling from the first to the
-/// second with each failure in a row.
+/// How long after a failed compaction the next one waits: the first, doubled with each
+/// further failure in a row, up to the second.
 const COMPACTION_RETRY_MIN: Duration = Duration::from_millis(50);
 const COMPACTION_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -461,7 +462,9 @@ impl Writer {
             if group.iter().any(|c| matches!(c, Command::Retain(..)))
                 && self.retry_at.is_none_or(|at| at <= Instant::now())
             {
-                // Retention deletes chunks; what is still pending must be among them.
+                // Retention deletes chunks; what is still pending should be among them. (While
+                // compactions fail, old pending records outlive this pass; the next one after
+                // a successful compaction deletes them.)
                 self.compact();
             }
             if let Err(refusal) = self.room() {
@@ -499,6 +502,10 @@ impl Writer {
 
     /// Hands a committed group's records to readers (before anyone is told they are stored).
     fn remember(&mut self, per_machine: &[writer::MachineRows<'_>]) {
+        if per_machine.is_empty() {
+            // A group of status changes or retention only: nothing to compact later.
+            return;
+        }
         let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
         if pending.len() == 0 {
             self.pending_since = Some(Instant::now());
@@ -514,7 +521,11 @@ impl Writer {
     /// nothing pending.
     fn next_compaction(&self) -> Option<Instant> {
         let since = self.pending_since?;
-        let due = if self.pending_len() >= self.compaction.records {
+        let pending = self.pending_len();
+        if pending == 0 {
+            return None;
+        }
+        let due = if pending >= self.compaction.records {
             Instant::now()
         } else {
             since + self.compaction.age
@@ -534,9 +545,17 @@ impl Writer {
                 return Ok(());
             }
         }
+        let why = if self.failures > 0 {
+            format!(
+                "compaction failed {} times in a row (see the log)",
+                self.failures
+            )
+        } else {
+            "compaction has not caught up".to_owned()
+        };
         Err(StoreError::Unavailable(format!(
-            "SQLite store {}: {} records wait to be compacted and compaction keeps failing \
-             (see the log); new readings are refused until it succeeds",
+            "SQLite store {}: {} records wait to be compacted and {why}; new readings are \
+             refused until it succeeds",
             self.file.display(),
             self.pending_len()
         )))
@@ -546,6 +565,7 @@ impl Writer {
     /// and the next compaction tries again.
     fn compact(&mut self) {
         if self.pending_len() == 0 {
+            self.pending_since = None;
             return;
         }
         let started = Instant::now();
@@ -576,7 +596,7 @@ impl Writer {
             Err(e) => {
                 self.failures += 1;
                 let wait = COMPACTION_RETRY_MIN
-                    .saturating_mul(1 << self.failures.min(16))
+                    .saturating_mul(1 << (self.failures - 1).min(16))
                     .min(COMPACTION_RETRY_MAX);
                 self.retry_at = Some(Instant::now() + wait);
                 tracing::warn!(
@@ -861,18 +881,18 @@ impl Store for SqliteStore {
 
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
         self.read_merged(
-            |pending, compacted| {
-                let mut records: BTreeMap<MachineId, Vec<StoredRecord>> = BTreeMap::new();
-                for (seq, r) in pending.after(None, compacted) {
-                    records
-                        .entry(r.machine_id.clone())
-                        .or_default()
-                        .push(StoredRecord {
+            move |pending, compacted| {
+                // Only each machine's last records: pending may hold a million of them.
+                pending
+                    .tails(compacted, per_machine)
+                    .map(|(m, rows)| {
+                        let rows = rows.iter().map(|(seq, r)| StoredRecord {
                             seq: *seq,
                             record: ProcessedRecord::clone(r),
                         });
-                }
-                records
+                        (m.clone(), rows.collect())
+                    })
+                    .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>()
             },
             move |conn, mut records| {
                 let machines: Vec<String> = {

@@ -226,13 +226,14 @@ async fn sqlite_store_suite() {
     suite(Arc::new(store)).await;
 }
 
-/// The same with a compaction every 25 records, so that the suite's queries meet records
-/// both in chunks and still in the log.
+/// The same with a compaction once 7 records are pending: the suite's first batch (20
+/// records) goes into chunks at once, smaller later ones stay in the log for a while, so that
+/// the suite's queries meet records both in chunks and still pending.
 #[tokio::test]
 async fn sqlite_store_suite_compacting_often() {
     let dir = tempfile::tempdir().unwrap();
     let compaction = Compaction {
-        records: 25,
+        records: 7,
         age: std::time::Duration::from_secs(3600),
         ..Compaction::default()
     };
