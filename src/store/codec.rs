@@ -197,7 +197,11 @@ fn header<'a>(c: &mut Cursor<'a>) -> Result<(Vec<&'a str>, u32), CodecError> {
 pub fn decode(machine_id: &MachineId, chunk: &[u8]) -> Result<Vec<StoredRecord>, CodecError> {
     let mut c = Cursor { buf: chunk };
     let (names, count) = header(&mut c)?;
-    let names: Vec<ParamName> = names.into_iter().map(ParamName::trusted).collect();
+    // Checked again, like machine ids: the file may be damaged or come from elsewhere.
+    let names = names
+        .into_iter()
+        .map(|n| ParamName::parse(n).map_err(|_| CodecError("parameter name")))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(c.at_most(count as usize, RECORD_BYTES));
     for _ in 0..count {
         let seq = c.u64()?;
@@ -665,6 +669,34 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the bytes (a damaged file, a file from elsewhere), decoding answers with
+        /// records or an error: never a panic, never an allocation the bytes cannot back.
+        #[test]
+        fn any_bytes_decode_without_panicking(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let m = MachineId::parse("m").unwrap();
+            let mut out = Vec::new();
+            let _ = decode(&m, &bytes);
+            let _ = values_of(&bytes, "t", Timestamp::MIN, Timestamp::MAX, &mut out);
+            let _ = decode_log(&bytes);
+            // And a valid chunk and log entry with a few bytes changed.
+            let r = record(3, vec![("t", Value::Number(2.0)), ("s", Value::State("ON".into()))]);
+            let rows = [(1u64, &r), (2, &r)];
+            let mut chunk = encode(&rows);
+            let mut entry = encode_log([("m", &rows[..])]).remove(0).data;
+            for (at, byte) in flips {
+                let i = at.index(chunk.len());
+                chunk[i] = byte;
+                let j = at.index(entry.len());
+                entry[j] = byte;
+            }
+            let _ = decode(&m, &chunk);
+            let _ = values_of(&chunk, "t", Timestamp::MIN, Timestamp::MAX, &mut out);
+            let _ = decode_log(&entry);
+        }
+
         #[test]
         fn any_records_round_trip(
             rows in prop::collection::vec(
