@@ -433,11 +433,29 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
 /// never blocks the writer or readers; what it cannot copy now it copies next time.
+/// A checkpoint that keeps failing (a full disk) is reported when it starts failing, then at
+/// most this often, and once more when it works again: not five times a second.
+const CHECKPOINT_WARN_EVERY: Duration = Duration::from_secs(60);
+
 fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, frames: &AtomicU64) {
+    // Failures in a row, and when the last warning went out.
+    let mut failing: Option<(u64, Instant)> = None;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(n) => frames.store(n.max(0) as u64, Ordering::Relaxed),
-            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
+            Ok(n) => {
+                frames.store(n.max(0) as u64, Ordering::Relaxed);
+                if let Some((failures, _)) = failing.take() {
+                    tracing::info!(failures, "SQLite checkpoint works again");
+                }
+            }
+            Err(e) => {
+                let (failures, warned) = failing.get_or_insert((0, Instant::now()));
+                *failures += 1;
+                if *failures == 1 || warned.elapsed() >= CHECKPOINT_WARN_EVERY {
+                    *warned = Instant::now();
+                    tracing::warn!(error = %e, failures = *failures, "SQLite checkpoint failed; will retry");
+                }
+            }
         }
     }
 }
