@@ -173,3 +173,51 @@ impl JsonBody for reqwest::Response {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     }
 }
+
+/// CPU time (user + system, in clock ticks) of the process's threads with this name.
+#[cfg(target_os = "linux")]
+fn thread_ticks(pid: u32, name: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name: state is the 3rd field, utime the 14th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        total += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// A status change on an idle server, then nothing: the SQLite writer sleeps. (It once took
+/// a commit without readings for pending work and, five seconds later, spun on a deadline in
+/// the past, a whole core until the next reading.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sqlite_writer_sleeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) =
+        start_server(&format!("sqlite:{}", dir.path().join("idle.db").display()));
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{base}/status"))
+        .header("content-type", "application/json")
+        .body(r#"{"machine_id": "p", "status": "STARTED"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Past the compaction age (5 s), then two seconds of watching.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = thread_ticks(child.id(), "sqlite-writer");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = thread_ticks(child.id(), "sqlite-writer") - before;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A spinning writer spends about 200 ticks (a core) in two seconds.
+    assert!(spent <= 20, "the idle writer used {spent} ticks in 2 s");
+}
