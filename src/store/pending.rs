@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
@@ -25,6 +26,8 @@ pub(crate) struct Pending {
     floor: u64,
     machines: Machines,
     len: usize,
+    /// When the oldest record held was committed; `None` when nothing is held.
+    since: Option<Instant>,
 }
 
 impl Pending {
@@ -34,11 +37,15 @@ impl Pending {
             floor,
             machines: HashMap::default(),
             len: 0,
+            since: None,
         }
     }
 
     /// Takes a commit's records, per machine, numbered in arrival order.
     pub(crate) fn extend(&mut self, per_machine: &[MachineRows<'_>]) {
+        if self.since.is_none() && per_machine.iter().any(|(_, rows)| !rows.is_empty()) {
+            self.since = Some(Instant::now());
+        }
         for (machine, rows) in per_machine {
             let mine = match self.machines.get_mut(*machine) {
                 Some(mine) => mine,
@@ -53,6 +60,7 @@ impl Pending {
     /// that the caller can free them elsewhere (tens of thousands of them take milliseconds).
     pub(crate) fn clear(&mut self, floor: u64) -> Compacted {
         self.len = 0;
+        self.since = None;
         self.floor = floor;
         Compacted(std::mem::take(&mut self.machines))
     }
@@ -60,6 +68,11 @@ impl Pending {
     /// How many records are held.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// When the oldest record held was committed, if any is.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.since
     }
 
     /// Whether this holds every record after `compacted` (the last number a reader's snapshot
@@ -82,10 +95,8 @@ impl Pending {
         n: usize,
     ) -> impl Iterator<Item = (&MachineId, &[(u64, Arc<ProcessedRecord>)])> {
         self.machines.iter().map(move |(m, rs)| {
-            let start = rs
-                .partition_point(|(seq, _)| *seq <= compacted)
-                .max(rs.len().saturating_sub(n));
-            (m, &rs[start..])
+            let newer = newer(rs, compacted);
+            (m, &newer[newer.len().saturating_sub(n)..])
         })
     }
 
@@ -99,12 +110,14 @@ impl Pending {
             Some(m) => Box::new(self.machines.get(m).into_iter()),
             None => Box::new(self.machines.values()),
         };
-        lists.flat_map(move |rs| {
-            // Arrival order: everything after `compacted` is a tail of each list.
-            let start = rs.partition_point(|(seq, _)| *seq <= compacted);
-            rs[start..].iter()
-        })
+        lists.flat_map(move |rs| newer(rs, compacted).iter())
     }
+}
+
+/// The records of one machine's list numbered after `compacted`: a tail, since each list is
+/// in arrival order.
+fn newer(rs: &[(u64, Arc<ProcessedRecord>)], compacted: u64) -> &[(u64, Arc<ProcessedRecord>)] {
+    &rs[rs.partition_point(|(seq, _)| *seq <= compacted)..]
 }
 
 #[cfg(test)]

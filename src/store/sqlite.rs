@@ -16,11 +16,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
-use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
@@ -241,7 +240,6 @@ impl SqliteStore {
             conn,
             next_seq,
             pending: pending.clone(),
-            pending_since: None,
             compaction,
             failures: 0,
             retry_at: None,
@@ -407,8 +405,6 @@ struct Writer {
     next_seq: u64,
     /// Committed records not yet compacted, shared with readers.
     pending: Arc<RwLock<Pending>>,
-    /// When the oldest pending record was committed.
-    pending_since: Option<Instant>,
     compaction: Compaction,
     /// Compactions that failed in a row, and when the next may try: a failing one is not
     /// retried after every commit.
@@ -431,12 +427,12 @@ const COMPACTION_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
-/// never blocks the writer or readers; what it cannot copy now it copies next time.
 /// A checkpoint that keeps failing (a full disk) is reported when it starts failing, then at
 /// most this often, and once more when it works again: not five times a second.
 const CHECKPOINT_WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
+/// never blocks the writer or readers; what it cannot copy now it copies next time.
 fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, frames: &AtomicU64) {
     // Failures in a row, and when the last warning went out.
     let mut failing: Option<(u64, Instant)> = None;
@@ -465,21 +461,21 @@ impl Writer {
         loop {
             // Idle, the writer still compacts when the oldest pending record comes of age.
             let first = match self.next_compaction() {
-                None => rx.recv().map_err(|_| ()),
+                None => match rx.recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                },
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(cmd) => Ok(cmd),
+                    Ok(cmd) => cmd,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.compact();
                         continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
             };
-            let Ok(first) = first else { break };
             let mut group = writer::gather(first, || rx.try_recv().ok());
-            if group.iter().any(|c| matches!(c, Command::Retain(..)))
-                && self.retry_at.is_none_or(|at| at <= Instant::now())
-            {
+            if group.iter().any(|c| matches!(c, Command::Retain(..))) && self.may_retry() {
                 // Retention deletes chunks; what is still pending should be among them. (While
                 // compactions fail, old pending records outlive this pass; the next one after
                 // a successful compaction deletes them.)
@@ -519,31 +515,30 @@ impl Writer {
     }
 
     /// Hands a committed group's records to readers (before anyone is told they are stored).
-    fn remember(&mut self, per_machine: &[writer::MachineRows<'_>]) {
-        if per_machine.is_empty() {
-            // A group of status changes or retention only: nothing to compact later.
-            return;
-        }
-        let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
-        if pending.len() == 0 {
-            self.pending_since = Some(Instant::now());
-        }
-        pending.extend(per_machine);
+    fn remember(&self, per_machine: &[writer::MachineRows<'_>]) {
+        self.pending
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(per_machine);
     }
 
     fn pending_len(&self) -> usize {
         self.pending.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether a failed compaction's back-off is over (or none failed).
+    fn may_retry(&self) -> bool {
+        self.retry_at.is_none_or(|at| at <= Instant::now())
+    }
+
     /// When the next compaction is due (now or earlier when it is overdue); `None` with
     /// nothing pending.
     fn next_compaction(&self) -> Option<Instant> {
-        let since = self.pending_since?;
-        let pending = self.pending_len();
-        if pending == 0 {
-            return None;
-        }
-        let due = if pending >= self.compaction.records {
+        let (len, since) = {
+            let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+            (pending.len(), pending.since()?)
+        };
+        let due = if len >= self.compaction.records {
             Instant::now()
         } else {
             since + self.compaction.age
@@ -557,7 +552,7 @@ impl Writer {
         if self.pending_len() < self.compaction.limit {
             return Ok(());
         }
-        if self.retry_at.is_none_or(|at| at <= Instant::now()) {
+        if self.may_retry() {
             self.compact();
             if self.pending_len() < self.compaction.limit {
                 return Ok(());
@@ -583,7 +578,6 @@ impl Writer {
     /// and the next compaction tries again.
     fn compact(&mut self) {
         if self.pending_len() == 0 {
-            self.pending_since = None;
             return;
         }
         let started = Instant::now();
@@ -598,7 +592,6 @@ impl Writer {
                 if let Err(unsent) = self.garbage.send(compacted) {
                     drop(unsent);
                 }
-                self.pending_since = None;
                 if self.failures > 0 {
                     tracing::info!(records, "SQLite compaction succeeded again");
                 }

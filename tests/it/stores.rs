@@ -263,17 +263,7 @@ async fn sqlite_reads_racing_compactions_miss_nothing_and_repeat_nothing() {
             for i in 0..1000i64 {
                 let batch = ["a", "b"]
                     .iter()
-                    .map(|machine| {
-                        Arc::new(ProcessedRecord {
-                            machine_id: m(machine),
-                            timestamp: t(i),
-                            fields: vec![millwatch::reading::Field {
-                                name: millwatch::reading::ParamName::parse("x").unwrap(),
-                                value: millwatch::reading::Value::Number(i as f64),
-                            }],
-                            averages: vec![i as f64],
-                        })
-                    })
+                    .map(|machine| x_record(machine, i, i as f64))
                     .collect();
                 store.append(batch).await.unwrap();
                 acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
