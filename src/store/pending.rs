@@ -1,9 +1,9 @@
 //! The SQLite store's recent records: committed to the log, not yet compacted into chunks.
 //!
 //! Readers see a store as "chunks in their snapshot, plus these": the writer adds a group's
-//! records here after its commit and before acknowledging it, and empties this after a
-//! compaction has committed. A reader whose snapshot predates that compaction would miss the
-//! records it moved, so [`Pending::covers`] tells it to read again.
+//! records here after its commit and before acknowledging it, and drops the records a
+//! compaction moved once it has committed. A reader whose snapshot predates that compaction
+//! would miss the records it moved, so [`Pending::covers`] tells it to read again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::writer::MachineRows;
 type Machines = HashMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>, foldhash::fast::RandomState>;
 
 /// Records taken out of [`Pending`] by a compaction, to be dropped.
-pub(crate) struct Compacted(#[allow(dead_code)] Machines);
+pub(crate) struct Compacted(#[allow(dead_code)] Vec<Vec<(u64, Arc<ProcessedRecord>)>>);
 
 /// Records with their arrival numbers, per machine, in arrival order.
 #[derive(Debug)]
@@ -26,7 +26,8 @@ pub(crate) struct Pending {
     floor: u64,
     machines: Machines,
     len: usize,
-    /// When the oldest record held was committed; `None` when nothing is held.
+    /// When the oldest record held was committed (or, after a compaction left some, when it
+    /// ended); `None` when nothing is held.
     since: Option<Instant>,
 }
 
@@ -56,13 +57,23 @@ impl Pending {
         }
     }
 
-    /// Forgets everything: it has been compacted, up to `floor - 1`. Returns the records, so
+    /// Forgets the records numbered up to `upto`: they have been compacted. Returns them, so
     /// that the caller can free them elsewhere (tens of thousands of them take milliseconds).
-    pub(crate) fn clear(&mut self, floor: u64) -> Compacted {
-        self.len = 0;
-        self.since = None;
-        self.floor = floor;
-        Compacted(std::mem::take(&mut self.machines))
+    pub(crate) fn clear_upto(&mut self, upto: u64) -> Compacted {
+        let mut gone = Vec::new();
+        for rows in self.machines.values_mut() {
+            let keep = rows.partition_point(|(seq, _)| *seq <= upto);
+            if keep == rows.len() {
+                gone.push(std::mem::take(rows));
+            } else if keep > 0 {
+                let rest = rows.split_off(keep);
+                gone.push(std::mem::replace(rows, rest));
+            }
+            self.len -= keep;
+        }
+        self.floor = self.floor.max(upto + 1);
+        self.since = (self.len > 0).then(Instant::now);
+        Compacted(gone)
     }
 
     /// How many records are held.
@@ -81,11 +92,14 @@ impl Pending {
         self.floor <= compacted + 1
     }
 
-    /// Each machine's records, in arrival order.
-    pub(crate) fn machines(
-        &self,
-    ) -> impl Iterator<Item = (&MachineId, &[(u64, Arc<ProcessedRecord>)])> {
-        self.machines.iter().map(|(m, rs)| (m, rs.as_slice()))
+    /// Each machine with how many records it holds.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (&MachineId, usize)> {
+        self.machines.iter().map(|(m, rs)| (m, rs.len()))
+    }
+
+    /// One machine's records, in arrival order.
+    pub(crate) fn rows(&self, machine: &MachineId) -> &[(u64, Arc<ProcessedRecord>)] {
+        self.machines.get(machine).map_or(&[], Vec::as_slice)
     }
 
     /// Each machine's last (at most) `n` records numbered after `compacted`.
@@ -169,9 +183,18 @@ mod tests {
         assert_eq!(a_tail(9, 5), vec![10, 12]);
         assert_eq!(a_tail(10, 5), vec![12]);
         assert_eq!(a_tail(12, 5), Vec::<u64>::new());
-        drop(p.clear(13));
+        assert_eq!(seqs(p.rows(&a).iter().collect()), vec![10, 12]);
+        drop(p.clear_upto(11));
+        assert_eq!(p.len(), 1);
+        assert_eq!(seqs(p.rows(&a).iter().collect()), vec![12]);
+        assert!(p.rows(&b).is_empty());
+        assert!(p.since().is_some());
+        assert!(!p.covers(10));
+        assert!(p.covers(11));
+        drop(p.clear_upto(13));
         assert_eq!(p.len(), 0);
-        assert!(!p.covers(11));
-        assert!(p.covers(12));
+        assert_eq!(p.since(), None);
+        assert!(!p.covers(12));
+        assert!(p.covers(13));
     }
 }

@@ -6,12 +6,16 @@
 //! their own connections on tokio's blocking pool, so the async runtime never waits on disk.
 //!
 //! Each commit appends one row to `log`: the group's records, all machines together. That
-//! touches only the table's last pages, whatever the number of machines. Every few seconds (or
-//! tens of thousands of records) the writer compacts the log into `chunks` (see
-//! [`super::codec`]): a row per machine holding its records since the last compaction, which
-//! is what queries by machine and time read. Until then the writer keeps the log's records in
-//! memory ([`Pending`]) and readers add them to what their snapshot holds in chunks. After a
-//! crash, the log is compacted on the next start, before anything is served.
+//! touches only the table's last pages, whatever the number of machines. Once tens of
+//! thousands of records are in the log (or the oldest has waited a few seconds), the writer
+//! compacts them into `chunks` (see [`super::codec`]): a row per machine holding its records
+//! since the last compaction, which is what queries by machine and time read. A compaction is
+//! a round spread over the next commits, a slice of machines riding along with each, so that
+//! no commit waits for a whole compaction; the round's last slice deletes the log rows it
+//! emptied and moves `compaction.upto`, the arrival number up to which chunks hold every
+//! record. Readers take only chunks up to that number, and add the records the writer keeps
+//! in memory ([`Pending`]) after it. After a crash, the chunks of an unfinished round are
+//! dropped and the log is compacted on the next start, before anything is served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -75,12 +79,13 @@ const MIGRATIONS: &[&str] = &[
 /// pages, which suited a chunk per machine per commit; a file keeps its page size.)
 const PAGE_SIZE: i64 = 4096;
 
-/// When the writer compacts the log into chunks: once `records` are pending or the oldest of
-/// them has waited `age`, whichever comes first. Larger means fewer, larger chunks and less
+/// When the writer compacts the log into chunks: a round starts once `records` are pending
+/// (its slices ride on the next commits), and an idle writer compacts everything once the
+/// oldest pending record has waited `age`. Larger means fewer, larger chunks and less
 /// index work per record; smaller means less to hold in memory and to replay after a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
-    /// Pending records that trigger a compaction.
+    /// Pending records that start a compaction round.
     pub records: usize,
     /// Age of the oldest pending record that triggers one.
     pub age: Duration,
@@ -241,6 +246,7 @@ impl SqliteStore {
             next_seq,
             pending: pending.clone(),
             compaction,
+            round: None,
             failures: 0,
             retry_at: None,
             wal_frames,
@@ -294,14 +300,15 @@ impl SqliteStore {
     /// Reads records from one snapshot of the file plus the pending records it lacks. The
     /// snapshot starts with reading up to which arrival number the chunks go; `take` then
     /// copies the pending records after that number (the few a query wants), and `chunks`
-    /// reads the chunks of the same snapshot and adds them. A compaction that moved records
-    /// out of memory in the moment between the two first steps makes the read start over:
-    /// that window is one small query, so a second try practically always succeeds, however
-    /// long the chunk read takes.
+    /// reads the chunks of the same snapshot up to that number (later ones belong to a
+    /// compaction under way, whose records are still pending) and adds them. A compaction
+    /// that moved records out of memory in the moment between the two first steps makes the
+    /// read start over: that window is one small query, so a second try practically always
+    /// succeeds, however long the chunk read takes.
     async fn read_merged<B, T: Send + 'static>(
         &self,
         take: impl Fn(&Pending, u64) -> B + Send + 'static,
-        chunks: impl FnOnce(&Connection, B) -> Result<T, StoreError> + Send + 'static,
+        chunks: impl FnOnce(&Connection, i64, B) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let pending = self.pending.clone();
         self.read(move |conn| {
@@ -317,7 +324,7 @@ impl SqliteStore {
                     }
                     take(&pending, compacted as u64)
                 };
-                let out = chunks(&tx, taken)?;
+                let out = chunks(&tx, compacted, taken)?;
                 tx.finish().map_err(failed)?;
                 return Ok(out);
             }
@@ -332,10 +339,23 @@ impl SqliteStore {
 /// How often a read starts over because a compaction overtook it, before it gives up.
 const MAX_SNAPSHOT_TRIES: usize = 8;
 
-/// Moves every record of the log into chunks, in one transaction: on start (the log left by
-/// the last run) and for each compaction. Returns how many records moved.
+/// Moves every record of the log left by the last run into chunks, in one transaction, before
+/// the writer starts. Returns how many records moved.
 fn compact_log(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = conn.transaction().map_err(failed)?;
+    // Chunks of a round that did not finish: their records are still in the log.
+    let unfinished = tx
+        .execute(
+            "DELETE FROM chunks WHERE seq_min > (SELECT upto FROM compaction)",
+            [],
+        )
+        .map_err(failed)?;
+    if unfinished > 0 {
+        tracing::info!(
+            chunks = unfinished,
+            "chunks of an unfinished compaction dropped"
+        );
+    }
     let mut records: Vec<StoredRecord> = Vec::new();
     {
         let mut stmt = tx
@@ -348,6 +368,7 @@ fn compact_log(conn: &mut Connection) -> Result<usize, StoreError> {
         }
     }
     if records.is_empty() {
+        tx.commit().map_err(failed)?;
         return Ok(0);
     }
     records.sort_by(|a, b| {
@@ -406,6 +427,8 @@ struct Writer {
     /// Committed records not yet compacted, shared with readers.
     pending: Arc<RwLock<Pending>>,
     compaction: Compaction,
+    /// The compaction under way, if any.
+    round: Option<Round>,
     /// Compactions that failed in a row, and when the next may try: a failing one is not
     /// retried after every commit.
     failures: u32,
@@ -418,6 +441,31 @@ struct Writer {
     /// Dropped with the writer, which ends the checkpoint thread.
     _stop_checkpoints: mpsc::Sender<()>,
 }
+
+/// A compaction under way: the pending records numbered up to `upto` go into chunks, a slice
+/// of them with each commit. Its chunks are not part of the store until its last slice moves
+/// `compaction.upto` (readers skip chunks past it; a restart drops them).
+struct Round {
+    /// Every record numbered up to here that is pending is in this round.
+    upto: u64,
+    /// The log rows holding the round's records: every row up to this id (and only those).
+    log_upto: i64,
+    /// Per machine still to do (the next one last): how many of its pending records are in
+    /// chunks already, and how many the round takes.
+    todo: Vec<(MachineId, usize, usize)>,
+}
+
+/// What a slice did, to be applied to its round once the commit holding it succeeded.
+struct Slice {
+    /// Machines finished, from the end of `todo`.
+    finished: usize,
+    /// Where the next machine's records stand, when the slice ended inside them.
+    partial: Option<usize>,
+}
+
+/// A slice takes at least this many times the records its commit brings, so that the pending
+/// records shrink while a round goes on.
+const SLICE_FACTOR: usize = 2;
 
 /// How long after a failed compaction the next one waits: the first, doubled with each
 /// further failure in a row, up to the second.
@@ -490,11 +538,19 @@ impl Writer {
             }
             let mut next_seq = self.next_seq;
             let per_machine = writer::per_machine(&group, &mut next_seq);
-            let result = self.write(&group, &per_machine);
-            if result.is_ok() {
-                self.next_seq = next_seq;
-                self.remember(&per_machine);
-            }
+            let budget = SLICE_FACTOR * (next_seq - self.next_seq) as usize;
+            let result = self.write(&group, &per_machine, budget);
+            let result = match result {
+                Ok((deleted, slice)) => {
+                    self.next_seq = next_seq;
+                    self.remember(&per_machine);
+                    if let Some(slice) = slice {
+                        self.sliced(slice);
+                    }
+                    Ok(deleted)
+                }
+                Err(e) => Err(e),
+            };
             drop(per_machine);
             if group.iter().any(|c| matches!(c, Command::Close(_))) {
                 self.compact();
@@ -503,12 +559,14 @@ impl Writer {
                 let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
                 break;
             }
-            // After answering: the group's records are already visible in `pending`.
-            if self
-                .next_compaction()
-                .is_some_and(|at| at <= Instant::now())
+            // After answering: the group's records are already visible in `pending`. A round
+            // starts once enough records wait; the next commits carry it. Idle, the writer
+            // finishes it by age.
+            if self.round.is_none()
+                && self.may_retry()
+                && self.pending_len() >= self.compaction.records
             {
-                self.compact();
+                self.start_round();
             }
         }
         tracing::debug!(file = %self.file.display(), "SQLite writer stopped");
@@ -531,19 +589,52 @@ impl Writer {
         self.retry_at.is_none_or(|at| at <= Instant::now())
     }
 
-    /// When the next compaction is due (now or earlier when it is overdue); `None` with
-    /// nothing pending.
+    /// When an idle writer compacts everything pending (now or earlier when it is overdue):
+    /// once the oldest pending record comes of age. `None` with nothing pending. (A busy
+    /// writer compacts in rounds carried by its commits.)
     fn next_compaction(&self) -> Option<Instant> {
-        let (len, since) = {
-            let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
-            (pending.len(), pending.since()?)
-        };
-        let due = if len >= self.compaction.records {
-            Instant::now()
-        } else {
-            since + self.compaction.age
-        };
+        let since = self
+            .pending
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .since()?;
+        let due = since + self.compaction.age;
         Some(self.retry_at.map_or(due, |retry| due.max(retry)))
+    }
+
+    /// Starts a round over every pending record; false when nothing is pending (or the log
+    /// cannot be read).
+    fn start_round(&mut self) -> bool {
+        let todo: Vec<(MachineId, usize, usize)> = {
+            let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+            let mut todo: Vec<_> = pending
+                .counts()
+                .filter(|(_, n)| *n > 0)
+                .map(|(m, n)| (m.clone(), 0, n))
+                .collect();
+            // Largest last, so that the first slices take the machines that hold the most.
+            todo.sort_unstable_by_key(|(_, _, n)| *n);
+            todo
+        };
+        if todo.is_empty() {
+            return false;
+        }
+        let log_upto = match self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM log", [], |r| r.get(0))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                self.compaction_failed(&failed(e));
+                return false;
+            }
+        };
+        self.round = Some(Round {
+            upto: self.next_seq - 1,
+            log_upto,
+            todo,
+        });
+        true
     }
 
     /// Whether new records may come in: not while the records that failing compactions left
@@ -574,52 +665,128 @@ impl Writer {
         )))
     }
 
-    /// Moves the pending records into chunks; on failure they stay in the log and in memory,
-    /// and the next compaction tries again.
+    /// Moves every pending record into chunks now, in a transaction of its own: the round
+    /// under way (if any), then one over what came after it. On failure the records stay in
+    /// the log and in memory, and a later compaction tries again.
     fn compact(&mut self) {
-        if self.pending_len() == 0 {
+        for _ in 0..2 {
+            if self.round.is_none() && !self.start_round() {
+                break;
+            }
+            let result = (|| {
+                let tx = self.conn.unchecked_transaction().map_err(failed)?;
+                let slice = self.slice(&tx, usize::MAX)?;
+                tx.commit().map_err(failed)?;
+                Ok(slice)
+            })();
+            match result {
+                Ok(slice) => self.sliced(slice),
+                Err(e) => {
+                    self.compaction_failed(&e);
+                    break;
+                }
+            }
+        }
+        self.restart_wal();
+    }
+
+    /// Notes a failed compaction (or slice): the next one waits, longer after each failure
+    /// in a row.
+    fn compaction_failed(&mut self, e: &StoreError) {
+        self.failures += 1;
+        let wait = COMPACTION_RETRY_MIN
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(COMPACTION_RETRY_MAX);
+        self.retry_at = Some(Instant::now() + wait);
+        tracing::warn!(
+            error = %e,
+            failures = self.failures,
+            retry_in_ms = wait.as_millis() as u64,
+            pending = self.pending_len(),
+            "SQLite compaction failed; the records stay in the log"
+        );
+    }
+
+    /// Writes the next slice of the round into `tx`: whole chunks of its machines, at least
+    /// `budget` records' worth (or what is left); the round's last slice also deletes its log
+    /// rows and moves `compaction.upto`. Nothing changes in memory until the commit.
+    fn slice(&self, tx: &Connection, budget: usize) -> Result<Slice, StoreError> {
+        let Some(round) = &self.round else {
+            return Ok(Slice {
+                finished: 0,
+                partial: None,
+            });
+        };
+        let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+        let mut insert = tx.prepare_cached(INSERT_CHUNK).map_err(failed)?;
+        let (mut taken, mut finished, mut partial) = (0, 0, None);
+        for (machine, done, end) in round.todo.iter().rev() {
+            if taken >= budget {
+                break;
+            }
+            // Whole chunks only: a slice never makes a chunk smaller than a compaction would.
+            let rows = pending.rows(machine).get(*done..*end).ok_or_else(|| {
+                StoreError::Failed(format!(
+                    "the pending records of {machine} changed under a compaction"
+                ))
+            })?;
+            let chunks = (budget - taken).div_ceil(CHUNK_RECORDS);
+            let take = rows.len().min(chunks.saturating_mul(CHUNK_RECORDS));
+            insert_chunks(&mut insert, machine.as_str(), &rows[..take])?;
+            taken += take;
+            if take == rows.len() {
+                finished += 1;
+            } else {
+                partial = Some(done + take);
+                break;
+            }
+        }
+        if finished == round.todo.len() {
+            tx.execute("DELETE FROM log WHERE id <= ?1", params![round.log_upto])
+                .map_err(failed)?;
+            tx.execute(
+                "UPDATE compaction SET upto = ?1",
+                params![round.upto as i64],
+            )
+            .map_err(failed)?;
+        }
+        Ok(Slice { finished, partial })
+    }
+
+    /// Applies a committed slice to its round; after the last one, the round's records leave
+    /// memory.
+    fn sliced(&mut self, slice: Slice) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        round.todo.truncate(round.todo.len() - slice.finished);
+        if let (Some(done), Some(next)) = (slice.partial, round.todo.last_mut()) {
+            next.1 = done;
+        }
+        if !round.todo.is_empty() {
             return;
         }
-        let started = Instant::now();
-        match self.compact_pending() {
-            Ok(()) => {
-                let committed = started.elapsed();
-                let (records, compacted) = {
-                    let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
-                    (pending.len(), pending.clear(self.next_seq))
-                };
-                // Freeing them took as long as the compaction's commit: not on this thread.
-                if let Err(unsent) = self.garbage.send(compacted) {
-                    drop(unsent);
-                }
-                if self.failures > 0 {
-                    tracing::info!(records, "SQLite compaction succeeded again");
-                }
-                self.failures = 0;
-                self.retry_at = None;
-                tracing::debug!(
-                    records,
-                    commit_ms = committed.as_secs_f64() * 1e3,
-                    total_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "log compacted into chunks"
-                );
-            }
-            Err(e) => {
-                self.failures += 1;
-                let wait = COMPACTION_RETRY_MIN
-                    .saturating_mul(1 << (self.failures - 1).min(16))
-                    .min(COMPACTION_RETRY_MAX);
-                self.retry_at = Some(Instant::now() + wait);
-                tracing::warn!(
-                    error = %e,
-                    failures = self.failures,
-                    retry_in_ms = wait.as_millis() as u64,
-                    pending = self.pending_len(),
-                    "SQLite compaction failed; the records stay in the log"
-                );
-            }
+        let upto = round.upto;
+        self.round = None;
+        let (left, compacted) = {
+            let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
+            let compacted = pending.clear_upto(upto);
+            (pending.len(), compacted)
+        };
+        // Freeing them takes milliseconds: not on this thread.
+        if let Err(unsent) = self.garbage.send(compacted) {
+            drop(unsent);
         }
-        // Finish what the checkpoint thread started, so that the WAL starts over.
+        if self.failures > 0 {
+            tracing::info!(upto, "SQLite compaction succeeded again");
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        tracing::debug!(upto, left, "log compacted into chunks");
+    }
+
+    /// Finishes what the checkpoint thread started, so that the WAL starts over.
+    fn restart_wal(&mut self) {
         if self.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
             match self
                 .conn
@@ -631,35 +798,16 @@ impl Writer {
         }
     }
 
-    fn compact_pending(&mut self) -> Result<(), StoreError> {
-        let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
-        if pending.len() == 0 {
-            return Ok(());
-        }
-        let tx = self.conn.transaction().map_err(failed)?;
-        {
-            let mut insert = tx.prepare_cached(INSERT_CHUNK).map_err(failed)?;
-            for (machine, rows) in pending.machines() {
-                insert_chunks(&mut insert, machine.as_str(), rows)?;
-            }
-        }
-        // Everything in the log is pending: the log only ever holds committed groups, and
-        // each of them was added to `pending` right after its commit.
-        tx.execute("DELETE FROM log", []).map_err(failed)?;
-        tx.execute(
-            "UPDATE compaction SET upto = ?1",
-            params![(self.next_seq - 1) as i64],
-        )
-        .map_err(failed)?;
-        tx.commit().map_err(failed)
-    }
-
+    /// Commits a group, with the next slice of the round under way (at least `budget`
+    /// records) when compactions are not backing off. A failing slice is rolled back alone:
+    /// the group still commits. Returns the chunks retention deleted and the slice written.
     fn write(
         &mut self,
         group: &[Command],
         per_machine: &[writer::MachineRows<'_>],
-    ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction().map_err(failed)?;
+        budget: usize,
+    ) -> Result<(usize, Option<Slice>), StoreError> {
+        let mut tx = self.conn.unchecked_transaction().map_err(failed)?;
         let mut deleted = 0;
         {
             let entries = codec::encode_log(
@@ -707,8 +855,23 @@ impl Writer {
                 }
             }
         }
+        let (mut slice, mut slice_failed) = (None, None);
+        if self.round.is_some() && self.may_retry() {
+            let savepoint = tx.savepoint().map_err(failed)?;
+            match self.slice(&savepoint, budget.max(1)) {
+                Ok(done) => {
+                    savepoint.commit().map_err(failed)?;
+                    slice = Some(done);
+                }
+                // Dropping the savepoint rolls the slice back.
+                Err(e) => slice_failed = Some(e),
+            }
+        }
         tx.commit().map_err(failed)?;
-        Ok(deleted)
+        if let Some(e) = slice_failed {
+            self.compaction_failed(&e);
+        }
+        Ok((deleted, slice))
     }
 }
 
@@ -756,22 +919,29 @@ impl Store for SqliteStore {
                 }
                 newest
             },
-            move |conn, mut newest| {
+            move |conn, compacted, mut newest| {
                 let (sql, machine) = match &q.machine_id {
                     Some(m) => (
                         "SELECT machine_id, ts_max, data FROM chunks
-                         WHERE machine_id = ?3 AND ts_max >= ?1 AND ts_min <= ?2 ORDER BY ts_max DESC",
+                         WHERE machine_id = ?3 AND ts_max >= ?1 AND ts_min <= ?2 AND seq_max <= ?4
+                         ORDER BY ts_max DESC",
                         m.as_str().to_owned(),
                     ),
                     None => (
                         "SELECT machine_id, ts_max, data FROM chunks
-                         WHERE ts_max >= ?1 AND ts_min <= ?2 AND ?3 = ?3 ORDER BY ts_max DESC",
+                         WHERE ts_max >= ?1 AND ts_min <= ?2 AND ?3 = ?3 AND seq_max <= ?4
+                         ORDER BY ts_max DESC",
                         String::new(),
                     ),
                 };
                 let mut stmt = conn.prepare_cached(sql).map_err(failed)?;
                 let mut rows = stmt
-                    .query(params![since.as_nanos(), until.as_nanos(), machine])
+                    .query(params![
+                        since.as_nanos(),
+                        until.as_nanos(),
+                        machine,
+                        compacted
+                    ])
                     .map_err(failed)?;
                 while let Some(row) = rows.next().map_err(failed)? {
                     if !newest.wants(Timestamp::from_nanos(row.get(1).map_err(failed)?)) {
@@ -797,13 +967,14 @@ impl Store for SqliteStore {
                 }
                 latest
             },
-            |conn, mut latest| {
+            |conn, compacted, mut latest| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT machine_id, data, MAX(seq_max) FROM chunks GROUP BY machine_id",
+                        "SELECT machine_id, data, MAX(seq_max) FROM chunks WHERE seq_max <= ?1
+                         GROUP BY machine_id",
                     )
                     .map_err(failed)?;
-                let mut rows = stmt.query([]).map_err(failed)?;
+                let mut rows = stmt.query([compacted]).map_err(failed)?;
                 while let Some(row) = rows.next().map_err(failed)? {
                     let m = machine_id(row.get_ref(0).map_err(failed)?.as_str().map_err(failed)?)?;
                     if latest.contains_key(&m) {
@@ -846,18 +1017,25 @@ impl Store for SqliteStore {
                 }
                 points
             },
-            move |conn, mut points| {
+            move |conn, compacted, mut points| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT data FROM chunks WHERE machine_id = ?1 AND ts_max >= ?2 AND ts_min <= ?3",
+                        "SELECT data FROM chunks
+                         WHERE machine_id = ?1 AND ts_max >= ?2 AND ts_min <= ?3 AND seq_max <= ?4",
                     )
                     .map_err(failed)?;
                 let mut rows = stmt
-                    .query(params![machine.as_str(), since.as_nanos(), until.as_nanos()])
+                    .query(params![
+                        machine.as_str(),
+                        since.as_nanos(),
+                        until.as_nanos(),
+                        compacted
+                    ])
                     .map_err(failed)?;
                 while let Some(row) = rows.next().map_err(failed)? {
                     let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
-                    codec::values_of(data, &parameter, since, until, &mut points).map_err(failed)?;
+                    codec::values_of(data, &parameter, since, until, &mut points)
+                        .map_err(failed)?;
                 }
                 Ok(ValueSeries::from_points(points))
             },
@@ -905,21 +1083,24 @@ impl Store for SqliteStore {
                     })
                     .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>()
             },
-            move |conn, mut records| {
+            move |conn, compacted, mut records| {
                 let machines: Vec<String> = {
                     let mut stmt = conn
-                        .prepare("SELECT DISTINCT machine_id FROM chunks")
+                        .prepare("SELECT DISTINCT machine_id FROM chunks WHERE seq_max <= ?1")
                         .map_err(failed)?;
-                    let rows = stmt.query_map([], |r| r.get(0)).map_err(failed)?;
+                    let rows = stmt.query_map([compacted], |r| r.get(0)).map_err(failed)?;
                     rows.collect::<Result<_, _>>().map_err(failed)?
                 };
                 let mut stmt = conn
-                    .prepare("SELECT data FROM chunks WHERE machine_id = ?1 ORDER BY seq_max DESC")
+                    .prepare(
+                        "SELECT data FROM chunks WHERE machine_id = ?1 AND seq_max <= ?2
+                         ORDER BY seq_max DESC",
+                    )
                     .map_err(failed)?;
                 for m in machines {
                     let id = machine_id(&m)?;
                     let mine = records.entry(id.clone()).or_default();
-                    let mut rows = stmt.query(params![m]).map_err(failed)?;
+                    let mut rows = stmt.query(params![m, compacted]).map_err(failed)?;
                     while mine.len() < per_machine {
                         let Some(row) = rows.next().map_err(failed)? else {
                             break;
@@ -967,7 +1148,11 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
     for (name, sql) in [
         (
             "records",
-            "SELECT (SELECT COALESCE(SUM(n), 0) FROM chunks) + (SELECT COALESCE(SUM(n), 0) FROM log)",
+            // Chunks past `upto` belong to an unfinished compaction: their records are also
+            // in the log.
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM chunks
+                     WHERE seq_max <= (SELECT upto FROM compaction))
+                  + (SELECT COALESCE(SUM(n), 0) FROM log)",
         ),
         ("chunks", "SELECT COUNT(*) FROM chunks"),
         ("status_changes", "SELECT COUNT(*) FROM status_history"),
@@ -1060,7 +1245,8 @@ mod tests {
         let path = dir.path().join("t.db");
         drop(SqliteStore::open(&path, Durability::Full).unwrap());
         {
-            // As the writer leaves a commit that no compaction followed.
+            // As the writer leaves a commit that no compaction followed, and the first slice
+            // of a round that did not finish: `a` is in the log and in a chunk past `upto`.
             let conn = Connection::open(&path).unwrap();
             let (a, b) = (record("a", 5, 1.0), record("b", 6, 2.0));
             let entry = codec::encode_log([("a", &[(1, &a)][..]), ("b", &[(2, &b)][..])]);
@@ -1069,6 +1255,8 @@ mod tests {
                 params![entry[0].data],
             )
             .unwrap();
+            let mut insert = conn.prepare_cached(INSERT_CHUNK).unwrap();
+            insert_chunks(&mut insert, "a", &[(1, &a)]).unwrap();
             assert_eq!(census(&path).unwrap()["records"], 2);
         }
         let store = SqliteStore::open(&path, Durability::Full).unwrap();
