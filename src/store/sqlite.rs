@@ -167,6 +167,19 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     Ok(conn)
 }
 
+/// How much of the file a reader maps into memory. A query over a million values reads tens
+/// of megabytes of chunks, thousands of overflow pages: read through the mapping rather than
+/// a `pread` each (SQLite's own page cache for readers is 2 MB), it takes about half the time.
+const READER_MMAP_BYTES: i64 = 1 << 30;
+
+/// A connection for the readers' pool.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_connection(path, Durability::Full)?;
+    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
+        .map_err(failed)?;
+    Ok(conn)
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`], refusing files from a newer millwatch.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
@@ -283,7 +296,7 @@ impl SqliteStore {
             let pooled = readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => open_connection(&path, Durability::Full)?,
+                None => open_reader(&path)?,
             };
             let out = f(&conn);
             // A connection left inside a transaction (its end failed) would pin an old
@@ -466,6 +479,8 @@ struct Slice {
 /// A slice takes at least this many times the records its commit brings, so that the pending
 /// records shrink while a round goes on.
 const SLICE_FACTOR: usize = 2;
+/// Records an idle writer compacts per transaction.
+const IDLE_SLICE: usize = 4 * CHUNK_RECORDS;
 
 /// How long after a failed compaction the next one waits: the first, doubled with each
 /// further failure in a row, up to the second.
@@ -516,7 +531,7 @@ impl Writer {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(cmd) => cmd,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.compact();
+                        self.compact_idle();
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -686,6 +701,27 @@ impl Writer {
                     break;
                 }
             }
+        }
+        self.restart_wal();
+    }
+
+    /// One step of an idle writer's compaction: a slice of the round (started if none is
+    /// under way) in a transaction of its own. The next step comes only if no command arrived
+    /// meanwhile, so that a compaction after a burst neither delays the next commit nor takes
+    /// a core away from readers for long.
+    fn compact_idle(&mut self) {
+        if self.round.is_none() && !self.start_round() {
+            return;
+        }
+        let result = (|| {
+            let tx = self.conn.unchecked_transaction().map_err(failed)?;
+            let slice = self.slice(&tx, IDLE_SLICE)?;
+            tx.commit().map_err(failed)?;
+            Ok(slice)
+        })();
+        match result {
+            Ok(slice) => self.sliced(slice),
+            Err(e) => self.compaction_failed(&e),
         }
         self.restart_wal();
     }

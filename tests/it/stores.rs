@@ -530,15 +530,30 @@ async fn sqlite_idle_writer_compacts_by_age() {
     store.append(vec![x_record("a", 1, 1.0)]).await.unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let in_chunks = || -> i64 {
-        conn.query_row("SELECT COALESCE(SUM(n), 0) FROM chunks", [], |r| r.get(0))
-            .unwrap()
+        conn.query_row(
+            "SELECT COALESCE(SUM(n), 0) FROM chunks WHERE seq_max <= (SELECT upto FROM compaction)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while in_chunks() == 0 {
-        assert!(std::time::Instant::now() < deadline, "never compacted");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let wait_for = |n: i64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        async move {
+            while in_chunks() < n {
+                assert!(std::time::Instant::now() < deadline, "never compacted");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(1).await;
     assert_eq!(in_chunks(), 1);
+    // More than one idle step takes (each a transaction of a few chunks): the steps go on
+    // until the round is done.
+    let many = (2..40_002).map(|i| x_record("b", i, i as f64)).collect();
+    store.append(many).await.unwrap();
+    wait_for(40_001).await;
+    assert_eq!(in_chunks(), 40_001);
     store.close().await.unwrap();
 }
 
