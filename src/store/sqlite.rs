@@ -37,7 +37,7 @@ use crate::timestamp::Timestamp;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -73,6 +73,11 @@ const MIGRATIONS: &[&str] = &[
     -- The arrival number up to which every record is in chunks (one row).
     CREATE TABLE compaction (upto INTEGER NOT NULL);
     INSERT INTO compaction SELECT COALESCE(MAX(seq_max), 0) FROM chunks;",
+    // 2 -> 3: compactions in rounds leave chunks past `compaction.upto` until their last
+    // slice (after a crash, until the next open drops them). Version 3 keeps older builds,
+    // which would count those records twice, from opening such a file; the index makes
+    // finding them on open a lookup rather than a scan.
+    "CREATE INDEX chunks_seq_min ON chunks (seq_min);",
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -795,6 +800,14 @@ impl Writer {
         let Some(round) = &mut self.round else {
             return;
         };
+        if self.failures > 0 {
+            tracing::info!(
+                failures = self.failures,
+                "SQLite compaction succeeded again"
+            );
+        }
+        self.failures = 0;
+        self.retry_at = None;
         round.todo.truncate(round.todo.len() - slice.finished);
         if let (Some(done), Some(next)) = (slice.partial, round.todo.last_mut()) {
             next.1 = done;
@@ -813,11 +826,6 @@ impl Writer {
         if let Err(unsent) = self.garbage.send(compacted) {
             drop(unsent);
         }
-        if self.failures > 0 {
-            tracing::info!(upto, "SQLite compaction succeeded again");
-        }
-        self.failures = 0;
-        self.retry_at = None;
         tracing::debug!(upto, left, "log compacted into chunks");
     }
 
@@ -903,10 +911,13 @@ impl Writer {
                 Err(e) => slice_failed = Some(e),
             }
         }
-        tx.commit().map_err(failed)?;
+        let committed = tx.commit().map_err(failed);
+        // Also when the commit failed: a slice error can abort the whole transaction, and
+        // the next groups must not keep trying the slice at once.
         if let Some(e) = slice_failed {
             self.compaction_failed(&e);
         }
+        committed?;
         Ok((deleted, slice))
     }
 }
