@@ -690,45 +690,44 @@ impl Writer {
     /// the log and in memory, and a later compaction tries again.
     fn compact(&mut self) {
         for _ in 0..2 {
-            if self.round.is_none() && !self.start_round() {
+            if !self.slice_alone(usize::MAX) {
                 break;
-            }
-            let result = (|| {
-                let tx = self.conn.unchecked_transaction().map_err(failed)?;
-                let slice = self.slice(&tx, usize::MAX)?;
-                tx.commit().map_err(failed)?;
-                Ok(slice)
-            })();
-            match result {
-                Ok(slice) => self.sliced(slice),
-                Err(e) => {
-                    self.compaction_failed(&e);
-                    break;
-                }
             }
         }
         self.restart_wal();
     }
 
-    /// One step of an idle writer's compaction: a slice of the round (started if none is
-    /// under way) in a transaction of its own. The next step comes only if no command arrived
-    /// meanwhile, so that a compaction after a burst neither delays the next commit nor takes
-    /// a core away from readers for long.
+    /// One step of an idle writer's compaction: a slice of the round in a transaction of its
+    /// own. The next step comes only if no command arrived meanwhile, so that a compaction
+    /// after a burst neither delays the next commit nor takes a core away from readers for
+    /// long.
     fn compact_idle(&mut self) {
+        self.slice_alone(IDLE_SLICE);
+        self.restart_wal();
+    }
+
+    /// Writes a slice of at least `budget` records of the round (started if none is under
+    /// way) in a transaction of its own; false when nothing was pending or it failed.
+    fn slice_alone(&mut self, budget: usize) -> bool {
         if self.round.is_none() && !self.start_round() {
-            return;
+            return false;
         }
         let result = (|| {
             let tx = self.conn.unchecked_transaction().map_err(failed)?;
-            let slice = self.slice(&tx, IDLE_SLICE)?;
+            let slice = self.slice(&tx, budget)?;
             tx.commit().map_err(failed)?;
             Ok(slice)
         })();
         match result {
-            Ok(slice) => self.sliced(slice),
-            Err(e) => self.compaction_failed(&e),
+            Ok(slice) => {
+                self.sliced(slice);
+                true
+            }
+            Err(e) => {
+                self.compaction_failed(&e);
+                false
+            }
         }
-        self.restart_wal();
     }
 
     /// Notes a failed compaction (or slice): the next one waits, longer after each failure
