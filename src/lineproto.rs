@@ -209,7 +209,12 @@ fn state(s: &str, at: usize, what: &str) -> Result<Value, LineError> {
     Ok(Value::State(CompactString::from(s)))
 }
 
-fn add(fields: &mut Vec<Field>, at: usize, name: &str, value: Value) -> Result<(), LineError> {
+fn add(
+    fields: &mut crate::reading::Fields,
+    at: usize,
+    name: &str,
+    value: Value,
+) -> Result<(), LineError> {
     let name = ParamName::parse(name).map_err(|e| (at + 1, format!("name {name:?}: {e}")))?;
     if fields.iter().any(|f| f.name == name) {
         return Err((

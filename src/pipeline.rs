@@ -21,6 +21,9 @@ pub const DEFAULT_DEDUP_MEMORY: usize = 32_768;
 /// refill windows and to recognise re-sent readings.
 pub const DEFAULT_RECOVERY: usize = 1024;
 
+/// The moving averages of a record's numeric parameters, inline like its fields.
+pub type Averages = smallvec::SmallVec<[f64; 4]>;
+
 /// A reading with its machine, its time and the moving average of each numeric parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedRecord {
@@ -29,9 +32,9 @@ pub struct ProcessedRecord {
     /// When it was taken (or received, when the reading had no time).
     pub timestamp: Timestamp,
     /// The reading's parameters, in arrival order.
-    pub fields: Vec<Field>,
+    pub fields: crate::reading::Fields,
     /// The moving average of each numeric field, in the order of the numeric fields.
-    pub averages: Vec<f64>,
+    pub averages: Averages,
 }
 
 /// So that stores take records and shared records alike.
@@ -110,6 +113,8 @@ impl serde::Serialize for ProcessedRecord {
 }
 
 /// What became of a reading.
+// A record is moved straight into its Arc: boxing it here would bring back an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// A new reading, processed.
@@ -233,7 +238,7 @@ impl Pipeline {
         {
             return Outcome::Duplicate;
         }
-        let mut averages = Vec::with_capacity(reading.fields.len());
+        let mut averages = Averages::new();
         for f in &reading.fields {
             if let Value::Number(v) = f.value {
                 let w = match state.windows.get_mut(f.name.as_str()) {
@@ -400,7 +405,7 @@ mod tests {
         let Outcome::Record(r) = record(&mut p, r#"{"timestamp": 9, "x": 4}"#) else {
             panic!()
         };
-        assert_eq!(r.averages, vec![(2.0 + 1.0 + 1.0 + 1.0 + 4.0) / 5.0]);
+        assert_eq!(r.averages.as_slice(), [(2.0 + 1.0 + 1.0 + 1.0 + 4.0) / 5.0]);
     }
 
     #[test]
@@ -486,7 +491,7 @@ mod tests {
                 let mut r = Reading {
                     machine_id: (*machine != 0).then(|| m(&format!("m{machine}"))),
                     timestamp: Some(Timestamp::from_nanos(i as i64)),
-                    fields: Vec::new(),
+                    fields: Default::default(),
                 };
                 for (name, v) in [("a", a), ("b", b)] {
                     if let Some(v) = v {

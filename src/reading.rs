@@ -187,6 +187,10 @@ pub struct Field {
     pub value: Value,
 }
 
+/// A reading's parameters, held inline up to a typical reading's four: a record then takes
+/// one allocation instead of three, which is most of what freeing records costs.
+pub type Fields = smallvec::SmallVec<[Field; 4]>;
+
 /// One validated reading, before the pipeline gives it a machine, a time and averages.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reading {
@@ -195,7 +199,7 @@ pub struct Reading {
     /// The time, when the reading carried one.
     pub timestamp: Option<Timestamp>,
     /// The parameters in the order they arrived; `null` ones are left out.
-    pub fields: Vec<Field>,
+    pub fields: Fields,
 }
 
 /// Where a reading stood in its input, for error messages.
@@ -385,7 +389,7 @@ impl<'de> Visitor<'de> for ReadingVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut reading = Reading {
-            fields: Vec::with_capacity(8),
+            fields: Fields::new(),
             ..Reading::default()
         };
         let mut problem: Option<ReadingError> = None;
@@ -842,7 +846,7 @@ mod flat {
         let mut sc = Scan { s, b: text, i: 0 };
         sc.eat(b'{')?;
         let mut reading = Reading {
-            fields: Vec::with_capacity(8),
+            fields: super::Fields::new(),
             ..Reading::default()
         };
         sc.ws();
@@ -1028,8 +1032,8 @@ mod tests {
             Some(Timestamp::parse("2024-10-27T12:00:00Z").unwrap())
         );
         assert_eq!(
-            r.fields,
-            vec![
+            r.fields.as_slice(),
+            [
                 num("temperature", 70.0),
                 num("speed", 30.0),
                 state("status", "RUNNING")
@@ -1071,14 +1075,14 @@ mod tests {
     #[test]
     fn null_means_absent() {
         let r = one(r#"{"a": null, "b": 2, "machine_id": null}"#).unwrap();
-        assert_eq!(r.fields, vec![num("b", 2.0)]);
+        assert_eq!(r.fields.as_slice(), [num("b", 2.0)]);
         assert_eq!(r.machine_id, None);
     }
 
     #[test]
     fn escaped_strings_are_read() {
         let r = one(r#"{"st\u0061tus": "RUN\"NING"}"#).unwrap();
-        assert_eq!(r.fields, vec![state("status", "RUN\"NING")]);
+        assert_eq!(r.fields.as_slice(), [state("status", "RUN\"NING")]);
     }
 
     /// Each rejection of SPEC §1 with the field it must name.

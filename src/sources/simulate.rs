@@ -84,7 +84,7 @@ impl SimMachine {
         Reading {
             machine_id: Some(self.id.clone()),
             timestamp: Some(now),
-            fields: vec![
+            fields: smallvec::smallvec![
                 field("temperature", Value::Number(round(temperature, 10.0))),
                 field("speed", Value::Number(round(self.speed.max(0.0), 1.0))),
                 field(

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use compact_str::CompactString;
 
-use crate::pipeline::ProcessedRecord;
-use crate::reading::{Field, MachineId, ParamName, Value};
+use crate::pipeline::{Averages, ProcessedRecord};
+use crate::reading::{Field, Fields, MachineId, ParamName, Value};
 use crate::timestamp::Timestamp;
 
 const VERSION: u8 = 1;
@@ -207,8 +207,8 @@ pub fn decode(machine_id: &MachineId, chunk: &[u8]) -> Result<Vec<StoredRecord>,
         let seq = c.u64()?;
         let ts = Timestamp::from_nanos(c.u64()? as i64);
         let n = c.u16()? as usize;
-        let mut fields = Vec::with_capacity(c.at_most(n, FIELD_BYTES));
-        let mut averages = Vec::new();
+        let mut fields = Fields::with_capacity(c.at_most(n, FIELD_BYTES));
+        let mut averages = Averages::new();
         for _ in 0..n {
             let name = names
                 .get(c.u16()? as usize)

@@ -143,8 +143,8 @@ mod tests {
         Arc::new(ProcessedRecord {
             machine_id: MachineId::parse(m).unwrap(),
             timestamp: Timestamp::from_nanos(ts),
-            fields: Vec::new(),
-            averages: Vec::new(),
+            fields: Default::default(),
+            averages: Default::default(),
         })
     }
 

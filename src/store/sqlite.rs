@@ -1220,11 +1220,11 @@ mod tests {
         ProcessedRecord {
             machine_id: MachineId::parse(machine).unwrap(),
             timestamp: Timestamp::from_nanos(ts),
-            fields: vec![Field {
+            fields: smallvec::smallvec![Field {
                 name: ParamName::parse("x").unwrap(),
                 value: Value::Number(x),
             }],
-            averages: vec![x],
+            averages: smallvec::smallvec![x],
         }
     }
 

@@ -353,11 +353,11 @@ fn x_record(machine: &str, secs: i64, x: f64) -> Arc<ProcessedRecord> {
     Arc::new(ProcessedRecord {
         machine_id: m(machine),
         timestamp: t(secs),
-        fields: vec![millwatch::reading::Field {
+        fields: smallvec::smallvec![millwatch::reading::Field {
             name: millwatch::reading::ParamName::parse("x").unwrap(),
             value: millwatch::reading::Value::Number(x),
         }],
-        averages: vec![x],
+        averages: smallvec::smallvec![x],
     })
 }
 
@@ -726,8 +726,8 @@ async fn postgres_reconnects_after_its_connections_are_terminated() {
     );
     // The windows went on as if nothing happened: the last average is that of 55..59.
     assert_eq!(
-        got.last().unwrap().averages,
-        vec![(57.0 + 58.0 + 59.0) / 3.0]
+        got.last().unwrap().averages.as_slice(),
+        [(57.0 + 58.0 + 59.0) / 3.0]
     );
     store.close().await.unwrap();
 }
@@ -819,7 +819,7 @@ async fn a_failed_write_is_retried_not_swallowed_as_a_duplicate() {
         .unwrap();
     assert_eq!(xs(&got), vec![1.0, 2.0, 3.0]);
     // Window 3 over 1, 2, 3 and not 1, 2, 3, 3.
-    assert_eq!(got[2].averages, vec![2.0]);
+    assert_eq!(got[2].averages.as_slice(), [2.0]);
     let (next, _) = svc.ingest_records(vec![r(4)]).await.unwrap();
-    assert_eq!(next[0].averages, vec![3.0]);
+    assert_eq!(next[0].averages.as_slice(), [3.0]);
 }
