@@ -84,9 +84,10 @@ const MIGRATIONS: &[&str] = &[
 /// pages, which suited a chunk per machine per commit; a file keeps its page size.)
 const PAGE_SIZE: i64 = 4096;
 
-/// When the writer compacts the log into chunks: a round starts once `records` are pending
-/// (its slices ride on the next commits), and an idle writer compacts everything once the
-/// oldest pending record has waited `age`. Larger means fewer, larger chunks and less
+/// When the writer compacts the log into chunks: a round starts once `records` are pending;
+/// its slices go on between commits while no command waits (and ride on the commits when
+/// that is not enough), and an idle writer compacts everything once the oldest pending
+/// record has waited `age`. Larger means fewer, larger chunks and less
 /// index work per record; smaller means less to hold in memory and to replay after a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
@@ -98,6 +99,9 @@ pub struct Compaction {
     /// memory: only reached when compactions keep failing (a full disk, say). Checked before
     /// each commit, so one commit's records may go beyond it.
     pub limit: usize,
+    /// Whether rounds go on between commits. Off, each slice rides on a commit: a round then
+    /// moves only as fast as commits come, which tests use to stop in the middle of one.
+    pub between_commits: bool,
 }
 
 impl Default for Compaction {
@@ -106,6 +110,7 @@ impl Default for Compaction {
             records: 65_536,
             age: Duration::from_secs(5),
             limit: 1 << 20,
+            between_commits: true,
         }
     }
 }
@@ -261,6 +266,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
+            durability,
             next_seq,
             pending: pending.clone(),
             compaction,
@@ -441,6 +447,7 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
 /// Owns the write connection.
 struct Writer {
     conn: Connection,
+    durability: Durability,
     next_seq: u64,
     /// Committed records not yet compacted, shared with readers.
     pending: Arc<RwLock<Pending>>,
@@ -484,6 +491,8 @@ struct Slice {
 /// A slice takes at least this many times the records its commit brings, so that the pending
 /// records shrink while a round goes on.
 const SLICE_FACTOR: usize = 2;
+/// Records a writer compacts per transaction between commits.
+const GAP_SLICE: usize = 1024;
 /// Records an idle writer compacts per transaction.
 const IDLE_SLICE: usize = 4 * CHUNK_RECORDS;
 
@@ -526,20 +535,26 @@ fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, frames: &Atomic
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
+        // A command that arrived while the writer compacted between commits.
+        let mut carried: Option<Command> = None;
         loop {
             // Idle, the writer still compacts when the oldest pending record comes of age.
-            let first = match self.next_compaction() {
-                None => match rx.recv() {
-                    Ok(cmd) => cmd,
-                    Err(_) => break,
-                },
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(cmd) => cmd,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.compact_idle();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            let first = match carried.take() {
+                Some(cmd) => cmd,
+                None => match self.next_compaction() {
+                    None => match rx.recv() {
+                        Ok(cmd) => cmd,
+                        Err(_) => break,
+                    },
+                    Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(cmd) => cmd,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.compact_idle();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    },
                 },
             };
             let mut group = writer::gather(first, || rx.try_recv().ok());
@@ -587,6 +602,22 @@ impl Writer {
                 && self.pending_len() >= self.compaction.records
             {
                 self.start_round();
+            }
+            // Between commits, while no command waits, the round goes on in small slices
+            // that are not fsync'd: the next group commit's fsync covers them too, and no
+            // client waits for them.
+            while self.compaction.between_commits && self.round.is_some() && self.may_retry() {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        carried = Some(cmd);
+                        break;
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                }
+                if !self.slice_unsynced(GAP_SLICE) {
+                    break;
+                }
             }
         }
         tracing::debug!(file = %self.file.display(), "SQLite writer stopped");
@@ -728,6 +759,22 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// A slice in a transaction of its own whose commit is not fsync'd (the next one that is
+    /// makes it durable; until then a crash loses only compaction work, which the log still
+    /// holds).
+    fn slice_unsynced(&mut self, budget: usize) -> bool {
+        if self.durability == Durability::Full {
+            let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        }
+        let sliced = self.slice_alone(budget);
+        if self.durability == Durability::Full {
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+                tracing::error!(error = %e, "cannot restore synchronous = FULL");
+            }
+        }
+        sliced
     }
 
     /// Notes a failed compaction (or slice): the next one waits, longer after each failure
@@ -899,7 +946,11 @@ impl Writer {
             }
         }
         let (mut slice, mut slice_failed) = (None, None);
-        if self.round.is_some() && self.may_retry() {
+        // Between commits the round goes on unless the writer has no gaps: then the commits
+        // carry it, so that pending records do not grow without end.
+        let behind =
+            !self.compaction.between_commits || self.pending_len() >= 2 * self.compaction.records;
+        if self.round.is_some() && self.may_retry() && behind {
             let savepoint = tx.savepoint().map_err(failed)?;
             match self.slice(&savepoint, budget.max(1)) {
                 Ok(done) => {
