@@ -267,6 +267,7 @@ impl SqliteStore {
         let writer = Writer {
             conn,
             durability,
+            unsynced: false,
             next_seq,
             pending: pending.clone(),
             compaction,
@@ -448,6 +449,8 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
 struct Writer {
     conn: Connection,
     durability: Durability,
+    /// Whether the connection was left with `synchronous = NORMAL` by an unsynced slice.
+    unsynced: bool,
     next_seq: u64,
     /// Committed records not yet compacted, shared with readers.
     pending: Arc<RwLock<Pending>>,
@@ -766,15 +769,24 @@ impl Writer {
     /// holds).
     fn slice_unsynced(&mut self, budget: usize) -> bool {
         if self.durability == Durability::Full {
+            self.unsynced = true;
             let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
         }
         let sliced = self.slice_alone(budget);
-        if self.durability == Durability::Full {
-            if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
-                tracing::error!(error = %e, "cannot restore synchronous = FULL");
-            }
-        }
+        let _ = self.synced();
         sliced
+    }
+
+    /// Puts back `synchronous = FULL` after unsynced slices, before anything is committed
+    /// that will be acknowledged; a group commit fails rather than go out without fsync.
+    fn synced(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| failed(format!("cannot restore synchronous = FULL: {e}")))?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     /// Notes a failed compaction (or slice): the next one waits, longer after each failure
@@ -897,6 +909,7 @@ impl Writer {
         per_machine: &[writer::MachineRows<'_>],
         budget: usize,
     ) -> Result<(usize, Option<Slice>), StoreError> {
+        self.synced()?;
         let mut tx = self.conn.unchecked_transaction().map_err(failed)?;
         let mut deleted = 0;
         {
