@@ -12,8 +12,8 @@
 use compact_str::CompactString;
 
 use crate::reading::{
-    Field, MAX_PARAMETERS, MAX_STATE_BYTES, MachineId, ParamName, Parsed, Position, Reading,
-    ReadingError, Value,
+    Field, Fields, MAX_PARAMETERS, MAX_STATE_BYTES, MachineId, ParamName, Parsed, Position,
+    Reading, ReadingError, Value,
 };
 use crate::timestamp::Timestamp;
 
@@ -209,12 +209,7 @@ fn state(s: &str, at: usize, what: &str) -> Result<Value, LineError> {
     Ok(Value::State(CompactString::from(s)))
 }
 
-fn add(
-    fields: &mut crate::reading::Fields,
-    at: usize,
-    name: &str,
-    value: Value,
-) -> Result<(), LineError> {
+fn add(fields: &mut Fields, at: usize, name: &str, value: Value) -> Result<(), LineError> {
     let name = ParamName::parse(name).map_err(|e| (at + 1, format!("name {name:?}: {e}")))?;
     if fields.iter().any(|f| f.name == name) {
         return Err((

@@ -517,7 +517,20 @@ pub fn parse_reading(text: &[u8]) -> Result<Reading, ReadingError> {
 
 /// Parses a whole document held in memory: one object, an array, or NDJSON.
 pub fn parse_all(text: &[u8]) -> Vec<Parsed> {
-    ReadingStream::new(text).collect()
+    let mut out = Vec::with_capacity(readings_hint(text));
+    out.extend(ReadingStream::new(text));
+    out
+}
+
+/// Most readings a document held in memory reserves room for before parsing.
+const MAX_RESERVED_READINGS: usize = 1 << 16;
+
+/// How many readings to reserve room for in `text`: about one a line, so that readings (a few
+/// hundred bytes each) are written once instead of being copied as their vector grows; at
+/// most [`MAX_RESERVED_READINGS`], so that a body of blank lines reserves no gigabytes.
+pub fn readings_hint(text: &[u8]) -> usize {
+    let lines = text.iter().filter(|&&c| c == b'\n').count() + 1;
+    lines.min(MAX_RESERVED_READINGS)
 }
 
 /// The shape of an input, known after its first non-blank byte.
@@ -1070,6 +1083,16 @@ mod tests {
             None
         );
         assert_eq!(one(r#"{"x": 1}"#).unwrap().timestamp, None);
+    }
+
+    #[test]
+    fn room_is_reserved_per_line_within_a_cap() {
+        assert_eq!(readings_hint(b"{}"), 1);
+        assert_eq!(readings_hint(b"{}\n{}\n{}"), 3);
+        assert_eq!(
+            readings_hint(&vec![b'\n'; 10_000_000]),
+            MAX_RESERVED_READINGS
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, json_body, parse_query};
 use crate::pipeline::ProcessedRecord;
-use crate::reading::{MachineId, ReadingStream};
+use crate::reading::{MachineId, ReadingStream, readings_hint};
 use crate::store::DataQuery;
 use crate::timestamp::Timestamp;
 
@@ -97,9 +97,6 @@ pub(crate) struct IngestAnswer {
     duplicates: usize,
 }
 
-/// Most readings an `/ingest` body reserves room for before parsing.
-const MAX_RESERVED_READINGS: usize = 1 << 16;
-
 /// Readings in: one object, an array, or NDJSON. All or nothing: either every reading is
 /// valid and the batch is stored before the answer, or nothing is stored.
 #[utoipa::path(post, path = "/ingest", tag = "data",
@@ -118,11 +115,8 @@ pub(crate) async fn ingest(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let body = json_body(&state, &headers, body)?;
-    // About one reading a line: room for them up front (within reason: a body of blank lines
-    // must not reserve gigabytes), so that readings, a few hundred bytes each, are written
-    // once instead of being copied as the vector grows.
-    let lines = body.iter().filter(|&&c| c == b'\n').count() + 1;
-    let mut readings = Vec::with_capacity(lines.min(MAX_RESERVED_READINGS));
+    // Parsed straight into the readings (not through `parse_all`'s pairs), sized up front.
+    let mut readings = Vec::with_capacity(readings_hint(&body));
     for (position, reading) in ReadingStream::new(&body[..]) {
         match reading {
             Ok(r) => readings.push(r),

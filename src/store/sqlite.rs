@@ -961,9 +961,11 @@ impl Writer {
         let (mut slice, mut slice_failed) = (None, None);
         // Between commits the round goes on unless the writer has no gaps: then the commits
         // carry it, so that pending records do not grow without end.
-        let behind =
-            !self.compaction.between_commits || self.pending_len() >= 2 * self.compaction.records;
-        if self.round.is_some() && self.may_retry() && behind {
+        if self.round.is_some()
+            && self.may_retry()
+            && (!self.compaction.between_commits
+                || self.pending_len() >= 2 * self.compaction.records)
+        {
             let savepoint = tx.savepoint().map_err(failed)?;
             match self.slice(&savepoint, budget.max(1)) {
                 Ok(done) => {
