@@ -102,6 +102,9 @@ pub struct Compaction {
     /// Whether rounds go on between commits. Off, each slice rides on a commit: a round then
     /// moves only as fast as commits come, which tests use to stop in the middle of one.
     pub between_commits: bool,
+    /// Frames in the WAL after which the writer finishes the checkpoint itself, so that the
+    /// WAL starts over instead of growing with every commit.
+    pub wal_frames: u64,
 }
 
 impl Default for Compaction {
@@ -111,6 +114,7 @@ impl Default for Compaction {
             age: Duration::from_secs(5),
             limit: 1 << 20,
             between_commits: true,
+            wal_frames: WAL_RESTART_FRAMES,
         }
     }
 }
@@ -119,7 +123,8 @@ impl Default for Compaction {
 const CHUNK_RECORDS: usize = 4096;
 /// Once the WAL holds this many frames, the writer finishes the checkpoint itself (the
 /// checkpoint thread has copied most of it by then), so that the next commit starts the WAL
-/// over instead of growing it without end.
+/// over instead of growing it without end: under steady load the checkpoint thread alone
+/// never catches up with a WAL that keeps getting frames.
 const WAL_RESTART_FRAMES: u64 = 16_384;
 /// The writer's page cache, in KiB (SQLite takes a negative `cache_size` as KiB).
 const WRITER_CACHE_KIB: i64 = -32 * 1024;
@@ -597,6 +602,10 @@ impl Writer {
                 let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
                 break;
             }
+            // A busy writer never finds the WAL fully checkpointed on its own (new frames
+            // arrive while the checkpoint thread copies), so it would grow without end, every
+            // commit extending the file; the writer finishes the checkpoint itself now and then.
+            self.restart_wal();
             // After answering: the group's records are already visible in `pending`. A round
             // starts once enough records wait; the next commits carry it. Idle, the writer
             // finishes it by age.
@@ -889,7 +898,7 @@ impl Writer {
 
     /// Finishes what the checkpoint thread started, so that the WAL starts over.
     fn restart_wal(&mut self) {
-        if self.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+        if self.wal_frames.load(Ordering::Relaxed) >= self.compaction.wal_frames {
             match self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
