@@ -8,9 +8,10 @@ use millwatch::cli::{Cli, Command, LogFormat};
 use millwatch::ingest::{self, Ending};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than the system allocator: request bodies and records are allocated on the
-/// async workers and freed on the store's writer thread, which glibc's arenas handle poorly
-/// (a tenth of the writer's time went to `free` under load).
+/// mimalloc rather than the system allocator: request bodies, records and log entries are
+/// allocated on the async workers and often freed on other threads (the store's writer, the
+/// broadcast's receivers), which glibc's arenas handle poorly (a tenth of the writer's time
+/// once went to `free` under load).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -36,7 +36,7 @@ pub struct StoredRecord {
 /// A chunk that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("damaged chunk: {0}")]
-pub struct CodecError(&'static str);
+pub struct CodecError(pub(crate) &'static str);
 
 /// Most distinct parameter names one chunk's dictionary holds (its indexes are `u16`).
 const MAX_NAMES: usize = u16::MAX as usize;
@@ -70,8 +70,8 @@ pub fn chunks<R: AsRef<ProcessedRecord>>(
 /// Encodes the longest prefix of `rows` that fits one chunk; returns it and its length.
 ///
 /// One pass: the records go into the body while the name dictionary grows, and the header is
-/// put in front at the end. This runs twice for every stored reading (the log, then the
-/// compaction), on the one writer thread, so it is kept lean.
+/// put in front at the end. This runs for every stored reading (on the request's own task;
+/// compaction copies the encoded records instead), so it is kept lean.
 fn encode_some<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> (Vec<u8>, usize) {
     let mut names: Vec<&str> = Vec::new();
     // Looked up only when a name is not where the previous records had it.
@@ -292,70 +292,317 @@ pub struct LogEntry {
 /// several rows rather than one value beyond the database's limit.
 const LOG_ENTRY_BYTES: usize = 2 * CHUNK_BYTES;
 
+/// The log's format: version 2 numbers records from a base in the entry's head, which the
+/// writer sets once it knows it; version 1 (files of earlier releases) numbered each record
+/// outright.
+const LOG_VERSION: u8 = 2;
+const LOG_V1: u8 = 1;
+/// Where a version 2 entry keeps its base.
+const LOG_BASE: std::ops::Range<usize> = 1..9;
+
+/// Where one machine's chunk lies in a log entry, and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    /// The machine.
+    pub machine: MachineId,
+    /// Which of the batch's entries holds it.
+    pub entry: usize,
+    /// Its chunk's bytes within that entry.
+    pub range: std::ops::Range<usize>,
+    /// How many records.
+    pub records: usize,
+    /// The first and last record's arrival number, counted from the entry's base.
+    pub first: u64,
+    pub last: u64,
+    /// The earliest and latest time of its records.
+    pub ts_min: Timestamp,
+    pub ts_max: Timestamp,
+}
+
+/// Records encoded as log entries, with where each machine's records are in them.
+#[derive(Debug)]
+pub struct Batch {
+    /// The arrival number its records count from (set by the writer).
+    pub base: u64,
+    /// The entries, to be stored as they are.
+    pub entries: Vec<LogEntry>,
+    /// Each machine's chunks in the entries, in the order of the entries.
+    pub sections: Vec<Section>,
+}
+
+impl Batch {
+    /// How many records the batch holds.
+    pub fn records(&self) -> usize {
+        self.entries.iter().map(|e| e.records).sum()
+    }
+
+    /// Numbers the batch's records from `base` on: sets every entry's base.
+    pub fn set_base(&mut self, base: u64) {
+        self.base = base;
+        for e in &mut self.entries {
+            e.data[LOG_BASE].copy_from_slice(&base.to_le_bytes());
+        }
+    }
+}
+
 /// Encodes one commit's records for the log: each machine's chunks, after its name, in
-/// entries of about [`LOG_ENTRY_BYTES`] at most.
+/// entries of about [`LOG_ENTRY_BYTES`] at most. Arrival numbers count from the base, which
+/// [`Batch::set_base`] sets (0 until then).
 ///
 /// ```text
-/// log     := version:u8 n_sections:u32 section*
+/// log     := version:u8 base:u64 n_sections:u32 section*
 /// section := len:u8 machine_id chunk_len:u32 chunk
 /// ```
 pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
-    machines: impl IntoIterator<Item = (&'a str, &'a [(u64, R)])>,
-) -> Vec<LogEntry> {
+    machines: impl IntoIterator<Item = (&'a MachineId, &'a [(u64, R)])>,
+) -> Batch {
     fn fresh() -> LogEntry {
-        let mut data = vec![VERSION];
+        let mut data = vec![LOG_VERSION];
+        data.extend_from_slice(&0u64.to_le_bytes());
         data.extend_from_slice(&0u32.to_le_bytes());
         LogEntry { records: 0, data }
     }
     fn seal(entry: &mut LogEntry, sections: u32) {
-        entry.data[1..5].copy_from_slice(&sections.to_le_bytes());
+        entry.data[LOG_BASE.end..LOG_BASE.end + 4].copy_from_slice(&sections.to_le_bytes());
     }
-    let mut entries = Vec::new();
+    let mut batch = Batch {
+        base: 0,
+        entries: Vec::new(),
+        sections: Vec::new(),
+    };
     let mut entry = fresh();
     let mut sections = 0u32;
     for (machine, rows) in machines {
         for (piece, chunk) in chunks(rows, usize::MAX) {
             if entry.data.len() >= LOG_ENTRY_BYTES {
                 seal(&mut entry, sections);
-                entries.push(std::mem::replace(&mut entry, fresh()));
+                batch.entries.push(std::mem::replace(&mut entry, fresh()));
                 sections = 0;
             }
-            entry.data.push(machine.len() as u8);
-            entry.data.extend_from_slice(machine.as_bytes());
+            entry.data.push(machine.as_str().len() as u8);
+            entry.data.extend_from_slice(machine.as_str().as_bytes());
             entry
                 .data
                 .extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            let at = entry.data.len();
             entry.data.extend_from_slice(&chunk);
+            let (ts_min, ts_max, first, last) = super::writer::bounds(piece);
+            batch.sections.push(Section {
+                machine: machine.clone(),
+                entry: batch.entries.len(),
+                range: at..entry.data.len(),
+                records: piece.len(),
+                first,
+                last,
+                ts_min,
+                ts_max,
+            });
             entry.records += piece.len();
             sections += 1;
         }
     }
     if sections > 0 {
         seal(&mut entry, sections);
-        entries.push(entry);
+        batch.entries.push(entry);
     }
-    entries
+    batch
+}
+
+/// Encodes one request's records for the log, each numbered by its place in `records`:
+/// the work a request's own task does, so that the writer only stores bytes.
+pub fn encode_batch(records: &[std::sync::Arc<ProcessedRecord>]) -> Batch {
+    let mut index: HashMap<&MachineId, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut machines: Vec<(&MachineId, Vec<(u64, &ProcessedRecord)>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let at = *index.entry(&r.machine_id).or_insert_with(|| {
+            machines.push((&r.machine_id, Vec::new()));
+            machines.len() - 1
+        });
+        machines[at].1.push((i as u64, r));
+    }
+    encode_log(machines.iter().map(|(m, rows)| (*m, rows.as_slice())))
 }
 
 /// Decodes every record of a log entry.
 pub fn decode_log(entry: &[u8]) -> Result<Vec<StoredRecord>, super::StoreError> {
     let damaged = |e: CodecError| super::StoreError::Failed(e.to_string());
     let mut c = Cursor { buf: entry };
-    if c.u8().map_err(damaged)? != VERSION {
-        return Err(damaged(CodecError("unknown log version")));
-    }
+    let base = match c.u8().map_err(damaged)? {
+        LOG_V1 => 0,
+        LOG_VERSION => c.u64().map_err(damaged)?,
+        _ => return Err(damaged(CodecError("unknown log version"))),
+    };
     let sections = c.u32().map_err(damaged)?;
     let mut out = Vec::new();
     for _ in 0..sections {
         let len = c.u8().map_err(damaged)? as usize;
         let machine = machine_id(c.str(len).map_err(damaged)?)?;
         let len = c.u32().map_err(damaged)? as usize;
-        out.extend(decode(&machine, c.take(len).map_err(damaged)?).map_err(damaged)?);
+        let mut records = decode(&machine, c.take(len).map_err(damaged)?).map_err(damaged)?;
+        for r in &mut records {
+            r.seq = r.seq.wrapping_add(base);
+        }
+        out.extend(records);
     }
     if !c.buf.is_empty() {
         return Err(damaged(CodecError("trailing bytes")));
     }
     Ok(out)
+}
+
+/// A chunk made of records that are encoded already (a log's sections), copied rather than
+/// decoded and encoded again: how the SQLite writer compacts. Copying bytes that lie side by
+/// side costs a fraction of encoding records scattered over the heap.
+#[derive(Debug, Default)]
+pub struct ChunkBuilder {
+    names: Vec<String>,
+    index: HashMap<String, u16, foldhash::fast::RandomState>,
+    body: Vec<u8>,
+    records: usize,
+    ts: Option<(Timestamp, Timestamp)>,
+    seqs: Option<(u64, u64)>,
+}
+
+/// A chunk built, with what its row in the chunks table says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    pub data: Vec<u8>,
+    pub records: usize,
+    pub ts_min: Timestamp,
+    pub ts_max: Timestamp,
+    pub seq_min: u64,
+    pub seq_max: u64,
+}
+
+impl ChunkBuilder {
+    /// How many records the chunk holds so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Copies records of `chunk` from the `skip`th on, at most `take` of them, with arrival
+    /// numbers counted from `base`; stops early once the chunk is full (it passed
+    /// [`CHUNK_BYTES`] or its dictionary could overflow: then it takes nothing more and the
+    /// next records start a new chunk). Returns how many it copied. Lengths and name indexes
+    /// are checked (the bytes are the writer's own, made moments ago; text is checked when
+    /// a chunk is decoded).
+    pub fn extend(
+        &mut self,
+        chunk: &[u8],
+        base: u64,
+        skip: usize,
+        take: usize,
+    ) -> Result<usize, CodecError> {
+        let mut c = Cursor { buf: chunk };
+        let (names, count) = header(&mut c)?;
+        if self.records > 0 && self.names.len() + names.len() > MAX_NAMES {
+            return Ok(0);
+        }
+        let mut identity = true;
+        let mut remap = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let to = match self.index.get(*name) {
+                Some(to) => *to,
+                None => {
+                    self.names.push((*name).to_owned());
+                    let to = (self.names.len() - 1) as u16;
+                    self.index.insert((*name).to_owned(), to);
+                    to
+                }
+            };
+            identity &= to as usize == i;
+            remap.push(to);
+        }
+        let mut taken = 0;
+        for i in 0..count as usize {
+            if taken == take || (self.records > 0 && self.body.len() >= CHUNK_BYTES) {
+                break;
+            }
+            let record = c.buf;
+            let seq = c.u64()?.wrapping_add(base);
+            let ts = Timestamp::from_nanos(c.u64()? as i64);
+            let n = c.u16()?;
+            for _ in 0..n {
+                if c.u16()? as usize >= names.len() {
+                    return Err(CodecError("name index"));
+                }
+                match c.u8()? {
+                    0 => {
+                        c.take(16)?;
+                    }
+                    1 => {
+                        let len = c.u16()? as usize;
+                        c.take(len)?;
+                    }
+                    _ => return Err(CodecError("field tag")),
+                }
+            }
+            if i < skip {
+                continue;
+            }
+            let record = &record[..record.len() - c.buf.len()];
+            let at = self.body.len();
+            if identity {
+                self.body.extend_from_slice(record);
+            } else {
+                self.copy_remapped(record, &remap)?;
+            }
+            self.body[at..at + 8].copy_from_slice(&seq.to_le_bytes());
+            self.ts = Some(
+                self.ts
+                    .map_or((ts, ts), |(lo, hi)| (lo.min(ts), hi.max(ts))),
+            );
+            self.seqs = Some(self.seqs.map_or((seq, seq), |(lo, _)| (lo, seq)));
+            self.records += 1;
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Appends one record (checked already) with its name indexes mapped by `remap`.
+    fn copy_remapped(&mut self, record: &[u8], remap: &[u16]) -> Result<(), CodecError> {
+        let mut c = Cursor { buf: record };
+        self.body.extend_from_slice(c.take(RECORD_BYTES)?);
+        while !c.buf.is_empty() {
+            let idx = c.u16()? as usize;
+            let to = *remap.get(idx).ok_or(CodecError("name index"))?;
+            self.body.extend_from_slice(&to.to_le_bytes());
+            let tag = c.u8()?;
+            self.body.push(tag);
+            let len = if tag == 0 {
+                16
+            } else {
+                let len = c.u16()?;
+                self.body.extend_from_slice(&len.to_le_bytes());
+                len as usize
+            };
+            self.body.extend_from_slice(c.take(len)?);
+        }
+        Ok(())
+    }
+
+    /// The chunk, or `None` when it holds no record.
+    pub fn finish(self) -> Option<Built> {
+        let ((ts_min, ts_max), (seq_min, seq_max)) = (self.ts?, self.seqs?);
+        let header = 7 + self.names.iter().map(|n| 1 + n.len()).sum::<usize>();
+        let mut data = Vec::with_capacity(header + self.body.len());
+        data.push(VERSION);
+        data.extend_from_slice(&(self.names.len() as u16).to_le_bytes());
+        for n in &self.names {
+            data.push(n.len() as u8);
+            data.extend_from_slice(n.as_bytes());
+        }
+        data.extend_from_slice(&(self.records as u32).to_le_bytes());
+        data.extend_from_slice(&self.body);
+        Some(Built {
+            data,
+            records: self.records,
+            ts_min,
+            ts_max,
+            seq_min,
+            seq_max,
+        })
+    }
 }
 
 /// A machine id read back from a store (checked again: the file may come from elsewhere).
@@ -563,27 +810,71 @@ mod tests {
         let a = record(1, vec![("t", Value::Number(1.5))]);
         let mut b = record(2, vec![("s", Value::State("IDLE".into()))]);
         b.machine_id = MachineId::parse("press-7").unwrap();
+        let (ma, mb) = (a.machine_id.clone(), b.machine_id.clone());
         let rows_a = [(3u64, &a), (5, &a)];
         let rows_b = [(4u64, &b)];
-        let entries = encode_log([("m", &rows_a[..]), ("press-7", &rows_b[..])]);
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].records, 3);
-        let entry = &entries[0].data;
-        let none: [(&str, &[(u64, &ProcessedRecord)]); 0] = [];
+        let mut batch = encode_log([(&ma, &rows_a[..]), (&mb, &rows_b[..])]);
+        batch.set_base(100);
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.records(), 3);
+        let entry = &batch.entries[0].data;
         let back = decode_log(entry).unwrap();
         assert_eq!(
             back.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            vec![3, 5, 4]
+            vec![103, 105, 104]
         );
         assert_eq!(back[2].record, b);
         assert_eq!(back[0].record, a);
+        // Each section says where its machine's chunk is, with the numbers before the base.
+        let sections: Vec<(String, usize, u64, u64)> = batch
+            .sections
+            .iter()
+            .map(|s| (s.machine.to_string(), s.records, s.first, s.last))
+            .collect();
+        assert_eq!(
+            sections,
+            vec![("m".into(), 2, 3, 5), ("press-7".into(), 1, 4, 4)]
+        );
+        let s = &batch.sections[1];
+        let decoded = decode(&mb, &entry[s.range.clone()]).unwrap();
+        assert_eq!((decoded[0].seq, &decoded[0].record), (4, &b));
+        assert_eq!((s.ts_min, s.ts_max), (b.timestamp, b.timestamp));
         for cut in 0..entry.len() {
             assert!(decode_log(&entry[..cut]).is_err(), "cut at {cut}");
         }
         let mut longer = entry.clone();
         longer.push(0);
         assert!(decode_log(&longer).is_err());
-        assert!(encode_log(none).is_empty());
+        // An entry of an earlier release (version 1: no base, each record numbered outright).
+        let mut v1 = vec![LOG_V1];
+        v1.extend_from_slice(&entry[LOG_BASE.end..]);
+        let back = decode_log(&v1).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3, 5, 4]
+        );
+        let none: [(&MachineId, &[(u64, &ProcessedRecord)]); 0] = [];
+        assert!(encode_log(none).entries.is_empty());
+        assert!(encode_batch(&[]).entries.is_empty());
+    }
+
+    #[test]
+    fn a_batch_numbers_records_by_their_place_in_the_request() {
+        let mut rs: Vec<std::sync::Arc<ProcessedRecord>> = Vec::new();
+        for i in 0..6 {
+            let mut r = record(i, vec![("t", Value::Number(i as f64))]);
+            r.machine_id = MachineId::parse(if i % 3 == 0 { "a" } else { "b" }).unwrap();
+            rs.push(std::sync::Arc::new(r));
+        }
+        let mut batch = encode_batch(&rs);
+        batch.set_base(10);
+        let mut back = decode_log(&batch.entries[0].data).unwrap();
+        back.sort_by_key(|r| r.seq);
+        assert_eq!(
+            back.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (10..16).collect::<Vec<_>>()
+        );
+        assert!(back.iter().zip(&rs).all(|(b, r)| b.record == **r));
     }
 
     /// Records of `fields` fields each, all named afresh, as a chunk's rows.
@@ -640,7 +931,8 @@ mod tests {
         assert_eq!(assert_pieces(&rs, usize::MAX), 4);
         let rows: Vec<(u64, &ProcessedRecord)> =
             rs.iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
-        let entries = encode_log([("m", &rows[..])]);
+        let m = MachineId::parse("m").unwrap();
+        let entries = encode_log([(&m, &rows[..])]).entries;
         assert_eq!(entries.len(), 2);
         assert!(
             entries
@@ -685,7 +977,7 @@ mod tests {
             let r = record(3, vec![("t", Value::Number(2.0)), ("s", Value::State("ON".into()))]);
             let rows = [(1u64, &r), (2, &r)];
             let mut chunk = encode(&rows);
-            let mut entry = encode_log([("m", &rows[..])]).remove(0).data;
+            let mut entry = encode_log([(&m, &rows[..])]).entries.remove(0).data;
             for (at, byte) in flips {
                 let i = at.index(chunk.len());
                 chunk[i] = byte;

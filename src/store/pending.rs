@@ -1,23 +1,55 @@
 //! The SQLite store's recent records: committed to the log, not yet compacted into chunks.
 //!
+//! They are held as the log holds them, encoded: each commit's chunk of each machine, a slice
+//! of the log entry's bytes. That keeps them three times smaller than records, lets a
+//! request's records be freed by the request's own task, and lets a compaction copy bytes
+//! that lie side by side instead of encoding records scattered over the heap. Readers decode
+//! the few they want.
+//!
 //! Readers see a store as "chunks in their snapshot, plus these": the writer adds a group's
 //! records here after its commit and before acknowledging it, and drops the records a
 //! compaction moved once it has committed. A reader whose snapshot predates that compaction
 //! would miss the records it moved, so [`Pending::covers`] tells it to read again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::pipeline::ProcessedRecord;
+use bytes::Bytes;
+
+use super::codec::{self, Built, ChunkBuilder, CodecError, StoredRecord};
 use crate::reading::MachineId;
+use crate::timestamp::Timestamp;
 
-use super::writer::MachineRows;
+/// One machine's records of one commit (of one request), encoded as a chunk whose arrival
+/// numbers count from `base`.
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    chunk: Bytes,
+    base: u64,
+    records: usize,
+    /// The arrival number of its last record.
+    last: u64,
+    ts_min: Timestamp,
+    ts_max: Timestamp,
+}
 
-type Machines = HashMap<MachineId, Vec<(u64, Arc<ProcessedRecord>)>, foldhash::fast::RandomState>;
+impl Section {
+    /// Its records numbered after `compacted`.
+    fn decode_after(
+        &self,
+        machine: &MachineId,
+        compacted: u64,
+    ) -> Result<Vec<StoredRecord>, CodecError> {
+        let mut records = codec::decode(machine, &self.chunk)?;
+        for r in &mut records {
+            r.seq = r.seq.wrapping_add(self.base);
+        }
+        records.retain(|r| r.seq > compacted);
+        Ok(records)
+    }
+}
 
-/// Records taken out of [`Pending`] by a compaction, to be dropped.
-pub(crate) struct Compacted(#[allow(dead_code)] Vec<Vec<(u64, Arc<ProcessedRecord>)>>);
+type Machines = HashMap<MachineId, Vec<Section>, foldhash::fast::RandomState>;
 
 /// Records with their arrival numbers, per machine, in arrival order.
 #[derive(Debug)]
@@ -42,38 +74,51 @@ impl Pending {
         }
     }
 
-    /// Takes a commit's records, per machine, numbered in arrival order.
-    pub(crate) fn extend(&mut self, per_machine: &[MachineRows<'_>]) {
-        if self.since.is_none() && per_machine.iter().any(|(_, rows)| !rows.is_empty()) {
+    /// Takes a committed batch: its log entries' bytes themselves (moved out of it, shared
+    /// by its sections, not copied) and where each machine's records are in them.
+    pub(crate) fn extend(&mut self, batch: &mut codec::Batch) {
+        let entries: Vec<Bytes> = batch
+            .entries
+            .drain(..)
+            .map(|e| Bytes::from(e.data))
+            .collect();
+        let (sections, base) = (&batch.sections, batch.base);
+        if self.since.is_none() && sections.iter().any(|s| s.records > 0) {
             self.since = Some(Instant::now());
         }
-        for (machine, rows) in per_machine {
-            let mine = match self.machines.get_mut(*machine) {
-                Some(mine) => mine,
-                None => self.machines.entry((*machine).clone()).or_default(),
+        for s in sections {
+            let Some(entry) = entries.get(s.entry) else {
+                continue; // not made by encode_log
             };
-            mine.extend(rows.iter().map(|(seq, r)| (*seq, Arc::clone(r))));
-            self.len += rows.len();
+            let section = Section {
+                chunk: entry.slice(s.range.clone()),
+                base,
+                records: s.records,
+                last: base + s.last,
+                ts_min: s.ts_min,
+                ts_max: s.ts_max,
+            };
+            let mine = match self.machines.get_mut(&s.machine) {
+                Some(mine) => mine,
+                None => self.machines.entry(s.machine.clone()).or_default(),
+            };
+            mine.push(section);
+            self.len += s.records;
         }
     }
 
-    /// Forgets the records numbered up to `upto`: they have been compacted. Returns them, so
-    /// that the caller can free them elsewhere (tens of thousands of them take milliseconds).
-    pub(crate) fn clear_upto(&mut self, upto: u64) -> Compacted {
-        let mut gone = Vec::new();
-        for rows in self.machines.values_mut() {
-            let keep = rows.partition_point(|(seq, _)| *seq <= upto);
-            if keep == rows.len() {
-                gone.push(std::mem::take(rows));
-            } else if keep > 0 {
-                let rest = rows.split_off(keep);
-                gone.push(std::mem::replace(rows, rest));
-            }
-            self.len -= keep;
+    /// Forgets the records numbered up to `upto`: they have been compacted. (A compaction
+    /// round ends where a commit ended, so no section is split; one that were would stay
+    /// whole, and readers skip what it holds up to `upto`.)
+    pub(crate) fn clear_upto(&mut self, upto: u64) {
+        for sections in self.machines.values_mut() {
+            let gone = sections.partition_point(|s| s.last <= upto);
+            self.len -= sections[..gone].iter().map(|s| s.records).sum::<usize>();
+            sections.drain(..gone);
         }
+        self.machines.retain(|_, sections| !sections.is_empty());
         self.floor = self.floor.max(upto + 1);
         self.since = (self.len > 0).then(Instant::now);
-        Compacted(gone)
     }
 
     /// How many records are held.
@@ -94,107 +139,317 @@ impl Pending {
 
     /// Each machine with how many records it holds.
     pub(crate) fn counts(&self) -> impl Iterator<Item = (&MachineId, usize)> {
-        self.machines.iter().map(|(m, rs)| (m, rs.len()))
+        self.machines
+            .iter()
+            .map(|(m, ss)| (m, ss.iter().map(|s| s.records).sum()))
     }
 
-    /// One machine's records, in arrival order.
-    pub(crate) fn rows(&self, machine: &MachineId) -> &[(u64, Arc<ProcessedRecord>)] {
-        self.machines.get(machine).map_or(&[], Vec::as_slice)
+    /// Chunks of `machine`'s records `from..from + count` (by arrival), of at most
+    /// `max_records` each: what a compaction slice writes.
+    pub(crate) fn chunks(
+        &self,
+        machine: &MachineId,
+        from: usize,
+        count: usize,
+        max_records: usize,
+    ) -> Result<Vec<Built>, CodecError> {
+        let mut out = Vec::new();
+        let mut builder = ChunkBuilder::default();
+        let (mut skip, mut left) = (from, count);
+        for s in self.machines.get(machine).map_or(&[][..], Vec::as_slice) {
+            if left == 0 {
+                break;
+            }
+            if skip >= s.records {
+                skip -= s.records;
+                continue;
+            }
+            while skip < s.records && left > 0 {
+                let empty = builder.records() == 0;
+                let room = max_records.max(1) - builder.records();
+                let took = builder.extend(&s.chunk, s.base, skip, room.min(left))?;
+                if took == 0 && empty {
+                    return Err(CodecError("a section holds fewer records than it says"));
+                }
+                skip += took;
+                left -= took;
+                if took == 0 || builder.records() >= max_records {
+                    out.extend(std::mem::take(&mut builder).finish());
+                }
+            }
+            skip = 0;
+        }
+        out.extend(builder.finish());
+        Ok(out)
     }
 
-    /// Each machine's last (at most) `n` records numbered after `compacted`.
+    /// The records numbered after `compacted` of one machine (or of all) with a time within
+    /// the bounds, in arrival order per machine.
+    pub(crate) fn after(
+        &self,
+        machine: Option<&MachineId>,
+        compacted: u64,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StoredRecord>, CodecError> {
+        let mut out = Vec::new();
+        for (m, sections) in self.lists(machine) {
+            for s in newer(sections, compacted) {
+                if s.ts_max < since || s.ts_min > until {
+                    continue;
+                }
+                let records = s.decode_after(m, compacted)?;
+                out.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.record.timestamp >= since && r.record.timestamp <= until),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each machine's last (at most) `n` records numbered after `compacted`, oldest first.
     pub(crate) fn tails(
         &self,
         compacted: u64,
         n: usize,
-    ) -> impl Iterator<Item = (&MachineId, &[(u64, Arc<ProcessedRecord>)])> {
-        self.machines.iter().map(move |(m, rs)| {
-            let newer = newer(rs, compacted);
-            (m, &newer[newer.len().saturating_sub(n)..])
-        })
+    ) -> Result<Vec<(MachineId, Vec<StoredRecord>)>, CodecError> {
+        let mut out = Vec::new();
+        for (m, sections) in &self.machines {
+            let mut tail: Vec<StoredRecord> = Vec::new();
+            for s in newer(sections, compacted).iter().rev() {
+                if tail.len() >= n {
+                    break;
+                }
+                let mut records = s.decode_after(m, compacted)?;
+                records.append(&mut tail);
+                tail = records;
+            }
+            let tail = tail.split_off(tail.len().saturating_sub(n));
+            if !tail.is_empty() {
+                out.push((m.clone(), tail));
+            }
+        }
+        Ok(out)
     }
 
-    /// The records of one machine (or of all) numbered after `compacted`.
-    pub(crate) fn after<'a>(
+    /// The (time, arrival, value) of one numeric parameter of one machine, numbered after
+    /// `compacted` and within the bounds.
+    pub(crate) fn values(
+        &self,
+        machine: &MachineId,
+        parameter: &str,
+        compacted: u64,
+        since: Timestamp,
+        until: Timestamp,
+        out: &mut Vec<(Timestamp, u64, f64)>,
+    ) -> Result<(), CodecError> {
+        for (_, sections) in self.lists(Some(machine)) {
+            for s in newer(sections, compacted) {
+                if s.ts_max < since || s.ts_min > until {
+                    continue;
+                }
+                let from = out.len();
+                codec::values_of(&s.chunk, parameter, since, until, out)?;
+                let mut kept = from;
+                for i in from..out.len() {
+                    let (ts, seq, v) = out[i];
+                    let seq = seq.wrapping_add(s.base);
+                    if seq > compacted {
+                        out[kept] = (ts, seq, v);
+                        kept += 1;
+                    }
+                }
+                out.truncate(kept);
+            }
+        }
+        Ok(())
+    }
+
+    /// One machine's list, or every machine's.
+    fn lists<'a>(
         &'a self,
         machine: Option<&'a MachineId>,
-        compacted: u64,
-    ) -> impl Iterator<Item = &'a (u64, Arc<ProcessedRecord>)> + 'a {
-        let lists: Box<dyn Iterator<Item = &'a Vec<(u64, Arc<ProcessedRecord>)>>> = match machine {
-            Some(m) => Box::new(self.machines.get(m).into_iter()),
-            None => Box::new(self.machines.values()),
-        };
-        lists.flat_map(move |rs| newer(rs, compacted).iter())
+    ) -> Box<dyn Iterator<Item = (&'a MachineId, &'a Vec<Section>)> + 'a> {
+        match machine {
+            Some(m) => Box::new(self.machines.get_key_value(m).into_iter()),
+            None => Box::new(self.machines.iter()),
+        }
     }
 }
 
-/// The records of one machine's list numbered after `compacted`: a tail, since each list is
-/// in arrival order.
-fn newer(rs: &[(u64, Arc<ProcessedRecord>)], compacted: u64) -> &[(u64, Arc<ProcessedRecord>)] {
-    &rs[rs.partition_point(|(seq, _)| *seq <= compacted)..]
+/// The sections of one machine's list holding records numbered after `compacted`: a tail,
+/// since each list is in arrival order.
+fn newer(sections: &[Section], compacted: u64) -> &[Section] {
+    &sections[sections.partition_point(|s| s.last <= compacted)..]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::timestamp::Timestamp;
+    use std::sync::Arc;
 
-    fn rec(m: &str, ts: i64) -> Arc<ProcessedRecord> {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pipeline::ProcessedRecord;
+    use crate::reading::{Field, ParamName, Value};
+
+    fn rec(m: &str, ts: i64, fields: &[(&str, f64)]) -> Arc<ProcessedRecord> {
         Arc::new(ProcessedRecord {
             machine_id: MachineId::parse(m).unwrap(),
             timestamp: Timestamp::from_nanos(ts),
-            fields: Default::default(),
-            averages: Default::default(),
+            fields: fields
+                .iter()
+                .map(|(n, v)| Field {
+                    name: ParamName::parse(n).unwrap(),
+                    value: Value::Number(*v),
+                })
+                .collect(),
+            averages: fields.iter().map(|(_, v)| v / 2.0).collect(),
         })
     }
 
+    /// Commits `records` as the writer does: encoded, numbered from `base`, then held.
+    fn commit(p: &mut Pending, base: u64, records: &[Arc<ProcessedRecord>]) {
+        let mut batch = codec::encode_batch(records);
+        batch.set_base(base);
+        p.extend(&mut batch);
+    }
+
+    fn seqs(rs: &[StoredRecord]) -> Vec<u64> {
+        let mut s: Vec<u64> = rs.iter().map(|r| r.seq).collect();
+        s.sort();
+        s
+    }
+
     #[test]
-    fn after_and_covers() {
+    fn records_read_back_by_number_time_and_machine() {
+        let (a, b) = (
+            MachineId::parse("a").unwrap(),
+            MachineId::parse("b").unwrap(),
+        );
         let mut p = Pending::new(10);
-        assert!(p.covers(9));
-        assert!(p.covers(20));
-        assert!(!p.covers(8));
-        let (a1, b2, a3) = (rec("a", 1), rec("b", 2), rec("a", 3));
-        let a = MachineId::parse("a").unwrap();
-        let b = MachineId::parse("b").unwrap();
-        p.extend(&[(&a, vec![(10, &a1), (12, &a3)]), (&b, vec![(11, &b2)])]);
-        assert_eq!(p.len(), 3);
-        let seqs =
-            |it: Vec<&(u64, Arc<ProcessedRecord>)>| it.iter().map(|r| r.0).collect::<Vec<_>>();
-        assert_eq!(seqs(p.after(Some(&a), 9).collect()), vec![10, 12]);
-        assert_eq!(seqs(p.after(Some(&a), 10).collect()), vec![12]);
-        let mut all = seqs(p.after(None, 10).collect());
-        all.sort();
-        assert_eq!(all, vec![11, 12]);
-        assert_eq!(p.after(Some(&MachineId::parse("z").unwrap()), 0).count(), 0);
+        assert!(p.covers(9) && p.covers(20) && !p.covers(8));
+        assert_eq!(p.since(), None);
+        commit(
+            &mut p,
+            10,
+            &[
+                rec("a", 1, &[("x", 1.0)]),
+                rec("b", 2, &[("x", 2.0)]),
+                rec("a", 3, &[("x", 3.0), ("y", 9.0)]),
+            ],
+        );
+        commit(
+            &mut p,
+            13,
+            &[rec("a", 4, &[("x", 4.0)]), rec("b", 5, &[("y", 5.0)])],
+        );
+        assert_eq!(p.len(), 5);
+        assert!(p.since().is_some());
+        let mut counts: Vec<(String, usize)> =
+            p.counts().map(|(m, n)| (m.to_string(), n)).collect();
+        counts.sort();
+        assert_eq!(counts, vec![("a".into(), 3), ("b".into(), 2)]);
+        let (lo, hi) = (Timestamp::MIN, Timestamp::MAX);
+        assert_eq!(
+            seqs(&p.after(None, 9, lo, hi).unwrap()),
+            vec![10, 11, 12, 13, 14]
+        );
+        assert_eq!(seqs(&p.after(Some(&a), 10, lo, hi).unwrap()), vec![12, 13]);
+        let t = Timestamp::from_nanos;
+        assert_eq!(
+            seqs(&p.after(None, 9, t(2), t(4)).unwrap()),
+            vec![11, 12, 13]
+        );
+        let after = p.after(Some(&b), 9, lo, hi).unwrap();
+        assert_eq!(after[1].record, *rec("b", 5, &[("y", 5.0)]));
         let mut tails: Vec<(String, Vec<u64>)> = p
-            .tails(9, 1)
-            .map(|(m, rs)| (m.as_str().to_owned(), rs.iter().map(|r| r.0).collect()))
+            .tails(9, 2)
+            .unwrap()
+            .into_iter()
+            .map(|(m, rs)| (m.to_string(), rs.iter().map(|r| r.seq).collect()))
             .collect();
         tails.sort();
-        assert_eq!(tails, vec![("a".into(), vec![12]), ("b".into(), vec![11])]);
-        let a_tail = |compacted, n| -> Vec<u64> {
-            let (_, rs) = p
-                .tails(compacted, n)
-                .find(|(m, _)| m.as_str() == "a")
-                .unwrap();
-            rs.iter().map(|r| r.0).collect()
-        };
-        assert_eq!(a_tail(9, 5), vec![10, 12]);
-        assert_eq!(a_tail(10, 5), vec![12]);
-        assert_eq!(a_tail(12, 5), Vec::<u64>::new());
-        assert_eq!(seqs(p.rows(&a).iter().collect()), vec![10, 12]);
-        drop(p.clear_upto(11));
-        assert_eq!(p.len(), 1);
-        assert_eq!(seqs(p.rows(&a).iter().collect()), vec![12]);
-        assert!(p.rows(&b).is_empty());
-        assert!(p.since().is_some());
-        assert!(!p.covers(10));
-        assert!(p.covers(11));
-        drop(p.clear_upto(13));
-        assert_eq!(p.len(), 0);
-        assert_eq!(p.since(), None);
-        assert!(!p.covers(12));
-        assert!(p.covers(13));
+        assert_eq!(
+            tails,
+            vec![("a".into(), vec![12, 13]), ("b".into(), vec![11, 14])]
+        );
+        assert!(p.tails(14, 5).unwrap().is_empty());
+        let mut v = Vec::new();
+        p.values(&a, "x", 10, lo, hi, &mut v).unwrap();
+        assert_eq!(v, vec![(t(3), 12, 3.0), (t(4), 13, 4.0)]);
+        v.clear();
+        p.values(&b, "x", 9, t(3), hi, &mut v).unwrap();
+        assert!(v.is_empty());
+        p.clear_upto(12);
+        assert_eq!(p.len(), 2);
+        assert!(!p.covers(11) && p.covers(12));
+        assert_eq!(seqs(&p.after(None, 0, lo, hi).unwrap()), vec![13, 14]);
+        p.clear_upto(14);
+        assert_eq!((p.len(), p.since()), (0, None));
+        assert_eq!(p.counts().count(), 0);
+    }
+
+    proptest! {
+        /// A compaction's chunks, copied from the sections' bytes, hold exactly the records
+        /// asked for, with their arrival numbers, at most `max` a chunk, and bounds that match
+        /// what they hold: whatever the names (each batch may name its fields differently,
+        /// so that dictionaries must be merged), and wherever the range starts and ends.
+        #[test]
+        fn chunks_hold_exactly_the_records_asked_for(
+            batches in prop::collection::vec(
+                prop::collection::vec((0usize..4, 0usize..4, -1e3f64..1e3), 1..12),
+                1..6,
+            ),
+            from in 0usize..40,
+            count in 0usize..40,
+            max in 1usize..9,
+        ) {
+            let names = ["p", "q", "r", "s"];
+            let m = MachineId::parse("m").unwrap();
+            let mut p = Pending::new(1);
+            let mut all: Vec<(u64, Arc<ProcessedRecord>)> = Vec::new();
+            let mut next = 1u64;
+            for (b, batch) in batches.iter().enumerate() {
+                let records: Vec<Arc<ProcessedRecord>> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n1, n2, v))| {
+                        let mut fields = vec![(names[*n1], *v)];
+                        if n2 != n1 {
+                            fields.push((names[*n2], -v));
+                        }
+                        rec("m", (b * 100 + i) as i64, &fields)
+                    })
+                    .collect();
+                commit(&mut p, next, &records);
+                for r in records {
+                    all.push((next, r));
+                    next += 1;
+                }
+            }
+            let from = from.min(all.len());
+            let count = count.min(all.len() - from);
+            let built = p.chunks(&m, from, count, max).unwrap();
+            let mut back = Vec::new();
+            for b in &built {
+                prop_assert!(b.records >= 1 && b.records <= max);
+                let decoded = codec::decode(&m, &b.data).unwrap();
+                prop_assert_eq!(decoded.len(), b.records);
+                prop_assert_eq!(b.seq_min, decoded[0].seq);
+                prop_assert_eq!(b.seq_max, decoded[decoded.len() - 1].seq);
+                let ts = decoded.iter().map(|r| r.record.timestamp);
+                prop_assert_eq!(b.ts_min, ts.clone().min().unwrap());
+                prop_assert_eq!(b.ts_max, ts.max().unwrap());
+                back.extend(decoded.into_iter().map(|r| (r.seq, r.record)));
+            }
+            let want: Vec<(u64, ProcessedRecord)> = all[from..from + count]
+                .iter()
+                .map(|(s, r)| (*s, ProcessedRecord::clone(r)))
+                .collect();
+            prop_assert_eq!(back, want);
+        }
     }
 }

@@ -27,11 +27,14 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
-use super::pending::{Compacted, Pending};
-use super::writer::{self, Command};
+
+/// What the SQLite writer takes: appends come encoded by the caller.
+type Command = writer::Command<codec::Batch>;
+use super::pending::Pending;
+use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::pipeline::ProcessedRecord;
-use crate::reading::{MachineId, Value};
+use crate::reading::MachineId;
 use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
@@ -263,11 +266,6 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(&checkpointer, &stop_rx, &frames))
             .map_err(failed)?;
         let pending = Arc::new(RwLock::new(Pending::new(next_seq)));
-        let (garbage, dump) = mpsc::channel::<Compacted>();
-        std::thread::Builder::new()
-            .name("sqlite-free".into())
-            .spawn(move || dump.into_iter().for_each(drop))
-            .map_err(failed)?;
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
@@ -280,7 +278,6 @@ impl SqliteStore {
             failures: 0,
             retry_at: None,
             wal_frames,
-            garbage,
             file: path.to_path_buf(),
             _stop_checkpoints: stop_tx,
         };
@@ -433,17 +430,38 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
     machine: &str,
     rows: &[(u64, R)],
 ) -> Result<(), StoreError> {
-    for (piece, data) in codec::chunks(rows, CHUNK_RECORDS) {
-        let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
+    let built: Vec<codec::Built> = codec::chunks(rows, CHUNK_RECORDS)
+        .map(|(piece, data)| {
+            let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
+            codec::Built {
+                data,
+                records: piece.len(),
+                ts_min,
+                ts_max,
+                seq_min,
+                seq_max,
+            }
+        })
+        .collect();
+    insert_built(insert, machine, &built)
+}
+
+/// Inserts chunks of one machine.
+fn insert_built(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    machine: &str,
+    built: &[codec::Built],
+) -> Result<(), StoreError> {
+    for b in built {
         insert
             .execute(params![
                 machine,
-                ts_min.as_nanos(),
-                ts_max.as_nanos(),
-                seq_min as i64,
-                seq_max as i64,
-                piece.len() as i64,
-                data
+                b.ts_min.as_nanos(),
+                b.ts_max.as_nanos(),
+                b.seq_min as i64,
+                b.seq_max as i64,
+                b.records as i64,
+                b.data.as_slice()
             ])
             .map_err(failed)?;
     }
@@ -468,8 +486,6 @@ struct Writer {
     retry_at: Option<Instant>,
     /// Frames in the WAL, as the checkpoint thread last saw them.
     wal_frames: Arc<AtomicU64>,
-    /// Where compacted records go to be freed, off the writer thread.
-    garbage: mpsc::Sender<Compacted>,
     file: PathBuf,
     /// Dropped with the writer, which ends the checkpoint thread.
     _stop_checkpoints: mpsc::Sender<()>,
@@ -579,14 +595,12 @@ impl Writer {
                 writer::answer(refused, &Err(refusal));
                 group = kept;
             }
-            let mut next_seq = self.next_seq;
-            let per_machine = writer::per_machine(&group, &mut next_seq);
+            let next_seq = self.number(&mut group);
             let budget = SLICE_FACTOR * (next_seq - self.next_seq) as usize;
-            let result = self.write(&group, &per_machine, budget);
-            let result = match result {
+            let result = match self.write(&group, budget) {
                 Ok((deleted, slice)) => {
                     self.next_seq = next_seq;
-                    self.remember(&per_machine);
+                    self.remember(&mut group);
                     if let Some(slice) = slice {
                         self.sliced(slice);
                     }
@@ -594,7 +608,6 @@ impl Writer {
                 }
                 Err(e) => Err(e),
             };
-            drop(per_machine);
             if group.iter().any(|c| matches!(c, Command::Close(_))) {
                 self.compact();
             }
@@ -635,12 +648,28 @@ impl Writer {
         tracing::debug!(file = %self.file.display(), "SQLite writer stopped");
     }
 
-    /// Hands a committed group's records to readers (before anyone is told they are stored).
-    fn remember(&self, per_machine: &[writer::MachineRows<'_>]) {
-        self.pending
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(per_machine);
+    /// Numbers the group's records in arrival order, from the next number on; returns the
+    /// number after the last.
+    fn number(&self, group: &mut [Command]) -> u64 {
+        let mut next = self.next_seq;
+        for cmd in group {
+            if let Command::Append(batch, _) = cmd {
+                batch.set_base(next);
+                next += batch.records() as u64;
+            }
+        }
+        next
+    }
+
+    /// Hands a committed group's records to readers (before anyone is told they are stored):
+    /// the log entries' bytes themselves, shared, not a copy.
+    fn remember(&self, group: &mut [Command]) {
+        let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
+        for cmd in group {
+            if let Command::Append(batch, _) = cmd {
+                pending.extend(batch);
+            }
+        }
     }
 
     fn pending_len(&self) -> usize {
@@ -833,16 +862,20 @@ impl Writer {
                 break;
             }
             // Whole chunks only: a slice never makes a chunk smaller than a compaction would.
-            let rows = pending.rows(machine).get(*done..*end).ok_or_else(|| {
-                StoreError::Failed(format!(
-                    "the pending records of {machine} changed under a compaction"
-                ))
-            })?;
+            let left = end.saturating_sub(*done);
             let chunks = (budget - taken).div_ceil(CHUNK_RECORDS);
-            let take = rows.len().min(chunks.saturating_mul(CHUNK_RECORDS));
-            insert_chunks(&mut insert, machine.as_str(), &rows[..take])?;
+            let take = left.min(chunks.saturating_mul(CHUNK_RECORDS));
+            let built = pending
+                .chunks(machine, *done, take, CHUNK_RECORDS)
+                .map_err(failed)?;
+            if built.iter().map(|b| b.records).sum::<usize>() != take {
+                return Err(StoreError::Failed(format!(
+                    "the pending records of {machine} changed under a compaction"
+                )));
+            }
+            insert_built(&mut insert, machine.as_str(), &built)?;
             taken += take;
-            if take == rows.len() {
+            if take == left {
                 finished += 1;
             } else {
                 partial = Some(done + take);
@@ -884,15 +917,11 @@ impl Writer {
         }
         let upto = round.upto;
         self.round = None;
-        let (left, compacted) = {
+        let left = {
             let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
-            let compacted = pending.clear_upto(upto);
-            (pending.len(), compacted)
+            pending.clear_upto(upto);
+            pending.len()
         };
-        // Freeing them takes milliseconds: not on this thread.
-        if let Err(unsent) = self.garbage.send(compacted) {
-            drop(unsent);
-        }
         tracing::debug!(upto, left, "log compacted into chunks");
     }
 
@@ -915,26 +944,22 @@ impl Writer {
     fn write(
         &mut self,
         group: &[Command],
-        per_machine: &[writer::MachineRows<'_>],
         budget: usize,
     ) -> Result<(usize, Option<Slice>), StoreError> {
         self.synced()?;
         let mut tx = self.conn.unchecked_transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            let entries = codec::encode_log(
-                per_machine
-                    .iter()
-                    .map(|(m, rows)| (m.as_str(), rows.as_slice())),
-            );
-            if !entries.is_empty() {
-                let mut insert = tx
-                    .prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
-                    .map_err(failed)?;
-                for entry in entries {
-                    insert
-                        .execute(params![entry.records as i64, entry.data])
-                        .map_err(failed)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
+                .map_err(failed)?;
+            for cmd in group {
+                if let Command::Append(batch, _) = cmd {
+                    for entry in &batch.entries {
+                        insert
+                            .execute(params![entry.records as i64, entry.data.as_slice()])
+                            .map_err(failed)?;
+                    }
                 }
             }
             let mut status = tx
@@ -1012,7 +1037,9 @@ fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
-        writer::append(|c| self.send(c), records)
+        // Encoded here, on the caller's task: requests encode side by side, while the one
+        // writer thread only stores bytes.
+        writer::append(|c| self.send(c), codec::encode_batch(&records))
     }
 
     fn append_status(&self, change: StatusChange) -> Ack {
@@ -1029,18 +1056,16 @@ impl Store for SqliteStore {
         self.read_merged(
             move |pending, compacted| {
                 let mut newest = Newest::new(q.limit, since, until);
-                for (seq, r) in pending.after(machine.as_ref(), compacted) {
-                    if r.timestamp < since || r.timestamp > until {
-                        continue; // not worth a copy
-                    }
-                    newest.push(StoredRecord {
-                        seq: *seq,
-                        record: ProcessedRecord::clone(r),
-                    });
+                for r in pending
+                    .after(machine.as_ref(), compacted, since, until)
+                    .map_err(failed)?
+                {
+                    newest.push(r);
                 }
-                newest
+                Ok(newest)
             },
-            move |conn, compacted, mut newest| {
+            move |conn, compacted, newest| {
+                let mut newest = newest?;
                 let (sql, machine) = match &q.machine_id {
                     Some(m) => (
                         "SELECT machine_id, ts_max, data FROM chunks
@@ -1081,14 +1106,17 @@ impl Store for SqliteStore {
     async fn latest(&self) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
         self.read_merged(
             |pending, compacted| {
-                let mut latest = BTreeMap::new();
-                for (_, r) in pending.after(None, compacted) {
-                    // Arrival order: the last one seen of a machine is its latest.
-                    latest.insert(r.machine_id.clone(), r.clone());
-                }
-                latest
+                // Arrival order: a machine's last pending record is its latest.
+                let latest: BTreeMap<MachineId, Arc<ProcessedRecord>> = pending
+                    .tails(compacted, 1)
+                    .map_err(failed)?
+                    .into_iter()
+                    .filter_map(|(m, mut tail)| Some((m, Arc::new(tail.pop()?.record))))
+                    .collect();
+                Ok(latest)
             },
-            |conn, compacted, mut latest| {
+            |conn, compacted, latest| {
+                let mut latest = latest?;
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT machine_id, data, MAX(seq_max) FROM chunks WHERE seq_max <= ?1
@@ -1128,17 +1156,13 @@ impl Store for SqliteStore {
         self.read_merged(
             move |pending, compacted| {
                 let mut points = Vec::new();
-                for (seq, r) in pending.after(Some(&wanted), compacted) {
-                    if r.timestamp < since || r.timestamp > until {
-                        continue;
-                    }
-                    if let Some(Value::Number(v)) = r.get(&name) {
-                        points.push((r.timestamp, *seq, *v));
-                    }
-                }
-                points
+                pending
+                    .values(&wanted, &name, compacted, since, until, &mut points)
+                    .map_err(failed)?;
+                Ok(points)
             },
-            move |conn, compacted, mut points| {
+            move |conn, compacted, points| {
+                let mut points = points?;
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT data FROM chunks
@@ -1193,18 +1217,13 @@ impl Store for SqliteStore {
         self.read_merged(
             move |pending, compacted| {
                 // Only each machine's last records: pending may hold a million of them.
-                pending
-                    .tails(compacted, per_machine)
-                    .map(|(m, rows)| {
-                        let rows = rows.iter().map(|(seq, r)| StoredRecord {
-                            seq: *seq,
-                            record: ProcessedRecord::clone(r),
-                        });
-                        (m.clone(), rows.collect())
-                    })
-                    .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>()
+                let tails = pending.tails(compacted, per_machine).map_err(failed)?;
+                Ok(tails
+                    .into_iter()
+                    .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>())
             },
-            move |conn, compacted, mut records| {
+            move |conn, compacted, records| {
+                let mut records = records?;
                 let machines: Vec<String> = {
                     let mut stmt = conn
                         .prepare("SELECT DISTINCT machine_id FROM chunks WHERE seq_max <= ?1")
@@ -1289,7 +1308,7 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{Field, ParamName};
+    use crate::reading::{Field, ParamName, Value};
 
     fn record(machine: &str, ts: i64, x: f64) -> ProcessedRecord {
         ProcessedRecord {
@@ -1370,10 +1389,14 @@ mod tests {
             // of a round that did not finish: `a` is in the log and in a chunk past `upto`.
             let conn = Connection::open(&path).unwrap();
             let (a, b) = (record("a", 5, 1.0), record("b", 6, 2.0));
-            let entry = codec::encode_log([("a", &[(1, &a)][..]), ("b", &[(2, &b)][..])]);
+            let mut batch = codec::encode_log([
+                (&a.machine_id, &[(0, &a)][..]),
+                (&b.machine_id, &[(1, &b)][..]),
+            ]);
+            batch.set_base(1);
             conn.execute(
                 "INSERT INTO log (n, data) VALUES (2, ?1)",
-                params![entry[0].data],
+                params![batch.entries[0].data],
             )
             .unwrap();
             let mut insert = conn.prepare_cached(INSERT_CHUNK).unwrap();

@@ -20,10 +20,32 @@ const MAX_GROUP_RECORDS: usize = 500_000;
 /// Where a command's result goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Records as the caller hands them over.
+pub(crate) type Records = Vec<Arc<ProcessedRecord>>;
+
+/// What an append carries: the records themselves (PostgreSQL), or records the caller has
+/// encoded already (SQLite).
+pub(crate) trait Appended: Send + 'static {
+    /// How many records.
+    fn records(&self) -> usize;
+}
+
+impl Appended for Records {
+    fn records(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Appended for super::codec::Batch {
+    fn records(&self) -> usize {
+        super::codec::Batch::records(self)
+    }
+}
+
 /// One request to a writer.
-pub(crate) enum Command {
+pub(crate) enum Command<A = Records> {
     /// Store these records, all or nothing.
-    Append(Vec<Arc<ProcessedRecord>>, Reply<()>),
+    Append(A, Reply<()>),
     /// Store a status change.
     Status(StatusChange, Reply<()>),
     /// Delete one small step of chunks older than the cut-off; answers how many went.
@@ -33,14 +55,17 @@ pub(crate) enum Command {
 }
 
 /// `first` and whatever else is queued (from `next`), up to the group limits.
-pub(crate) fn gather(first: Command, mut next: impl FnMut() -> Option<Command>) -> Vec<Command> {
+pub(crate) fn gather<A: Appended>(
+    first: Command<A>,
+    mut next: impl FnMut() -> Option<Command<A>>,
+) -> Vec<Command<A>> {
     let mut group = vec![first];
     let mut records = 0;
     while group.len() < MAX_GROUP_COMMANDS && records < MAX_GROUP_RECORDS {
         match next() {
             Some(cmd) => {
                 if let Command::Append(r, _) = &cmd {
-                    records += r.len();
+                    records += r.records();
                 }
                 group.push(cmd);
             }
@@ -95,7 +120,7 @@ pub(crate) fn bounds<R: AsRef<ProcessedRecord>>(
 }
 
 /// Answers every command of a committed (or failed) group; true when one of them was Close.
-pub(crate) fn answer(group: Vec<Command>, result: &Result<usize, StoreError>) -> bool {
+pub(crate) fn answer<A>(group: Vec<Command<A>>, result: &Result<usize, StoreError>) -> bool {
     let mut closing = false;
     for cmd in group {
         match cmd {
@@ -130,17 +155,17 @@ pub(crate) fn ack(
 }
 
 /// Hands `records` to a writer through `send`; the `Ack` resolves once they are durable.
-pub(crate) fn append(
-    send: impl FnOnce(Command) -> Result<(), StoreError>,
-    records: Vec<Arc<ProcessedRecord>>,
+pub(crate) fn append<A>(
+    send: impl FnOnce(Command<A>) -> Result<(), StoreError>,
+    records: A,
 ) -> Ack {
     let (tx, rx) = oneshot::channel();
     ack(send(Command::Append(records, tx)), rx)
 }
 
 /// Hands a status change to a writer through `send`.
-pub(crate) fn append_status(
-    send: impl FnOnce(Command) -> Result<(), StoreError>,
+pub(crate) fn append_status<A>(
+    send: impl FnOnce(Command<A>) -> Result<(), StoreError>,
     change: StatusChange,
 ) -> Ack {
     let (tx, rx) = oneshot::channel();
@@ -149,8 +174,8 @@ pub(crate) fn append_status(
 
 /// Deletes chunks older than `cutoff` one small step (one commit) at a time, yielding between
 /// steps so that queued ingestion commits go first; returns how many chunks went.
-pub(crate) async fn retain(
-    send: impl Fn(Command) -> Result<(), StoreError>,
+pub(crate) async fn retain<A>(
+    send: impl Fn(Command<A>) -> Result<(), StoreError>,
     cutoff: Timestamp,
 ) -> Result<usize, StoreError> {
     let mut total = 0;
