@@ -2,7 +2,7 @@
 //! store behind it, the latest record of each machine, the status book, and a broadcast of
 //! everything that happens for live views.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
@@ -70,6 +70,10 @@ struct Latest {
 pub struct Service {
     // std Mutexes: nothing awaits while they are held.
     pipeline: Mutex<(Pipeline, u64)>,
+    /// Taken before the pipeline's lock is let go and held while a batch is handed to the
+    /// store: batches reach the store in pipeline order, while the next batch is processed
+    /// during this one's hand-over (which encodes it, for SQLite).
+    handing_over: Mutex<()>,
     store: Arc<dyn Store>,
     latest: RwLock<Latest>,
     statuses: tokio::sync::Mutex<StatusBook>,
@@ -114,6 +118,7 @@ impl Service {
         );
         Ok(Arc::new(Service {
             pipeline: Mutex::new((pipeline, 1)),
+            handing_over: Mutex::new(()),
             store,
             latest: RwLock::new(latest),
             status_view: RwLock::new(book.clone()),
@@ -190,12 +195,19 @@ impl Service {
         }
         let now = Timestamp::now();
         let (records, duplicates, first_seq, ack) = {
-            let mut guard = self.lock_pipeline();
-            let (pipeline, next_seq) = &mut *guard;
-            let (records, duplicates) = pipeline.process_batch(readings, now);
-            let first_seq = *next_seq;
-            *next_seq += records.len() as u64;
+            let (records, duplicates, first_seq, turn) = {
+                let mut guard = self.lock_pipeline();
+                let (pipeline, next_seq) = &mut *guard;
+                let (records, duplicates) = pipeline.process_batch(readings, now);
+                let first_seq = *next_seq;
+                *next_seq += records.len() as u64;
+                // Our turn to hand over comes before the next batch's (lock order: pipeline,
+                // then hand-over), and nothing awaits until it is done.
+                let turn = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
+                (records, duplicates, first_seq, turn)
+            };
             let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
+            drop(turn);
             (records, duplicates, first_seq, ack)
         };
         if let Some(ack) = ack {
@@ -213,17 +225,24 @@ impl Service {
             return;
         }
         {
+            // Each machine's last record of the batch, found before taking the lock: a batch
+            // holds many records of few machines.
+            let mut last: HashMap<&MachineId, usize, foldhash::fast::RandomState> =
+                HashMap::default();
+            for (i, r) in records.iter().enumerate() {
+                last.insert(&r.machine_id, i);
+            }
             let mut guard = self.latest.write().unwrap_or_else(|e| e.into_inner());
             guard.json = None;
             let latest = &mut guard.records;
-            for (i, r) in records.iter().enumerate() {
-                let seq = first_seq + i as u64;
+            for (machine, i) in last {
+                let (seq, r) = (first_seq + i as u64, &records[i]);
                 // Batches committed together may wake in any order: keep the last arrived.
-                match latest.get_mut(&r.machine_id) {
+                match latest.get_mut(machine) {
                     Some(slot) if slot.0 > seq => {}
                     Some(slot) => *slot = (seq, r.clone()),
                     None => {
-                        latest.insert(r.machine_id.clone(), (seq, r.clone()));
+                        latest.insert(machine.clone(), (seq, r.clone()));
                     }
                 }
             }

@@ -68,69 +68,94 @@ pub fn chunks<R: AsRef<ProcessedRecord>>(
 }
 
 /// Encodes the longest prefix of `rows` that fits one chunk; returns it and its length.
-///
-/// One pass: the records go into the body while the name dictionary grows, and the header is
-/// put in front at the end. This runs for every stored reading (on the request's own task;
-/// compaction copies the encoded records instead), so it is kept lean.
 fn encode_some<R: AsRef<ProcessedRecord>>(rows: &[(u64, R)]) -> (Vec<u8>, usize) {
-    let mut names: Vec<&str> = Vec::new();
-    // Looked up only when a name is not where the previous records had it.
-    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
-    let mut body = Vec::with_capacity(rows.len().min(4096) * 96);
-    let mut used = 0;
-    for (seq, r) in rows {
-        let r = r.as_ref();
-        if used > 0 && (names.len() + r.fields.len() > MAX_NAMES || body.len() >= CHUNK_BYTES) {
-            break;
-        }
-        used += 1;
-        let mut head = [0u8; 18];
-        head[..8].copy_from_slice(&seq.to_le_bytes());
-        head[8..16].copy_from_slice(&r.timestamp.as_nanos().to_le_bytes());
-        head[16..].copy_from_slice(&(r.fields.len() as u16).to_le_bytes());
-        body.extend_from_slice(&head);
-        let mut avgs = r.averages.iter();
-        for (i, f) in r.fields.iter().enumerate() {
-            let name = f.name.as_str();
-            // Records of a machine nearly always name the same parameters in the same order,
-            // so the name at the same position is tried before the dictionary.
-            let idx = if names.get(i) == Some(&name) {
-                i
-            } else {
-                *index.entry(name).or_insert_with(|| {
-                    names.push(name);
-                    names.len() - 1
-                })
-            };
-            match &f.value {
-                Value::Number(v) => {
-                    let mut field = [0u8; 19];
-                    field[..2].copy_from_slice(&(idx as u16).to_le_bytes());
-                    field[3..11].copy_from_slice(&v.to_le_bytes());
-                    let avg = avgs.next().copied().unwrap_or(*v);
-                    field[11..].copy_from_slice(&avg.to_le_bytes());
-                    body.extend_from_slice(&field);
-                }
-                Value::State(s) => {
-                    body.extend_from_slice(&(idx as u16).to_le_bytes());
-                    body.push(1);
-                    body.extend_from_slice(&(s.len() as u16).to_le_bytes());
-                    body.extend_from_slice(s.as_bytes());
+    let mut out = Vec::new();
+    let used = Encoder::default().encode(rows, &mut out);
+    (out, used)
+}
+
+/// Encodes chunks one after another, keeping its buffers from one to the next (a request's
+/// log entry holds a chunk for each of its machines).
+#[derive(Default)]
+struct Encoder<'a> {
+    names: Vec<&'a str>,
+    index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
+    body: Vec<u8>,
+}
+
+impl<'a> Encoder<'a> {
+    /// Appends to `out` the chunk of the longest prefix of `rows` that fits one; returns the
+    /// prefix's length.
+    ///
+    /// One pass: the records go into the body while the name dictionary grows, and the
+    /// header is put in front at the end. This runs for every stored reading (on the
+    /// request's own task; compaction copies the encoded records instead), so it is kept
+    /// lean.
+    fn encode<R: AsRef<ProcessedRecord>>(
+        &mut self,
+        rows: &'a [(u64, R)],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        self.names.clear();
+        // Looked up only when a name is not where the previous records had it.
+        self.index.clear();
+        self.body.clear();
+        let (names, index, body) = (&mut self.names, &mut self.index, &mut self.body);
+        let mut used = 0;
+        for (seq, r) in rows {
+            let r = r.as_ref();
+            if used > 0 && (names.len() + r.fields.len() > MAX_NAMES || body.len() >= CHUNK_BYTES) {
+                break;
+            }
+            used += 1;
+            let mut head = [0u8; 18];
+            head[..8].copy_from_slice(&seq.to_le_bytes());
+            head[8..16].copy_from_slice(&r.timestamp.as_nanos().to_le_bytes());
+            head[16..].copy_from_slice(&(r.fields.len() as u16).to_le_bytes());
+            body.extend_from_slice(&head);
+            let mut avgs = r.averages.iter();
+            for (i, f) in r.fields.iter().enumerate() {
+                let name = f.name.as_str();
+                // Records of a machine nearly always name the same parameters in the same
+                // order, so the name at the same position is tried before the dictionary.
+                let idx = if names.get(i) == Some(&name) {
+                    i
+                } else {
+                    *index.entry(name).or_insert_with(|| {
+                        names.push(name);
+                        names.len() - 1
+                    })
+                };
+                match &f.value {
+                    Value::Number(v) => {
+                        let mut field = [0u8; 19];
+                        field[..2].copy_from_slice(&(idx as u16).to_le_bytes());
+                        field[3..11].copy_from_slice(&v.to_le_bytes());
+                        let avg = avgs.next().copied().unwrap_or(*v);
+                        field[11..].copy_from_slice(&avg.to_le_bytes());
+                        body.extend_from_slice(&field);
+                    }
+                    Value::State(s) => {
+                        body.extend_from_slice(&(idx as u16).to_le_bytes());
+                        body.push(1);
+                        body.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                        body.extend_from_slice(s.as_bytes());
+                    }
                 }
             }
         }
+        let header = 7 + names.iter().map(|n| 1 + n.len()).sum::<usize>();
+        out.reserve(header + body.len());
+        out.push(VERSION);
+        out.extend_from_slice(&(names.len() as u16).to_le_bytes());
+        for n in names.iter() {
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+        }
+        out.extend_from_slice(&(used as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        used
     }
-    let header = 7 + names.iter().map(|n| 1 + n.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(header + body.len());
-    out.push(VERSION);
-    out.extend_from_slice(&(names.len() as u16).to_le_bytes());
-    for n in &names {
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-    }
-    out.extend_from_slice(&(used as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    (out, used)
 }
 
 /// The fewest bytes a record (its head) and a field (an empty state) take.
@@ -372,8 +397,10 @@ pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
     };
     let mut entry = fresh();
     let mut sections = 0u32;
+    let mut encoder = Encoder::default();
     for (machine, rows) in machines {
-        for (piece, chunk) in chunks(rows, usize::MAX) {
+        let mut rest = rows;
+        while !rest.is_empty() {
             if entry.data.len() >= LOG_ENTRY_BYTES {
                 seal(&mut entry, sections);
                 batch.entries.push(std::mem::replace(&mut entry, fresh()));
@@ -381,11 +408,14 @@ pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
             }
             entry.data.push(machine.as_str().len() as u8);
             entry.data.extend_from_slice(machine.as_str().as_bytes());
-            entry
-                .data
-                .extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            let len_at = entry.data.len();
+            entry.data.extend_from_slice(&0u32.to_le_bytes());
             let at = entry.data.len();
-            entry.data.extend_from_slice(&chunk);
+            let used = encoder.encode(rest, &mut entry.data);
+            let len = (entry.data.len() - at) as u32;
+            entry.data[len_at..at].copy_from_slice(&len.to_le_bytes());
+            let (piece, tail) = rest.split_at(used);
+            rest = tail;
             let (ts_min, ts_max, first, last) = super::writer::bounds(piece);
             batch.sections.push(Section {
                 machine: machine.clone(),
@@ -411,16 +441,42 @@ pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
 /// Encodes one request's records for the log, each numbered by its place in `records`:
 /// the work a request's own task does, so that the writer only stores bytes.
 pub fn encode_batch(records: &[std::sync::Arc<ProcessedRecord>]) -> Batch {
+    let Some(first) = records.first() else {
+        return encode_log(std::iter::empty::<(&MachineId, &[(u64, &ProcessedRecord)])>());
+    };
+    // Grouped by machine with a counting sort: one pass to number the machines and count
+    // their records, one to place each record, and no vector that grows record by record.
     let mut index: HashMap<&MachineId, usize, foldhash::fast::RandomState> = HashMap::default();
-    let mut machines: Vec<(&MachineId, Vec<(u64, &ProcessedRecord)>)> = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let at = *index.entry(&r.machine_id).or_insert_with(|| {
-            machines.push((&r.machine_id, Vec::new()));
-            machines.len() - 1
-        });
-        machines[at].1.push((i as u64, r));
+    let mut machines: Vec<(&MachineId, usize)> = Vec::new();
+    let group: Vec<usize> = records
+        .iter()
+        .map(|r| {
+            let g = *index.entry(&r.machine_id).or_insert_with(|| {
+                machines.push((&r.machine_id, 0));
+                machines.len() - 1
+            });
+            machines[g].1 += 1;
+            g
+        })
+        .collect();
+    let mut starts = Vec::with_capacity(machines.len());
+    let mut total = 0;
+    for (_, n) in &machines {
+        starts.push(total);
+        total += n;
     }
-    encode_log(machines.iter().map(|(m, rows)| (*m, rows.as_slice())))
+    let mut rows: Vec<(u64, &ProcessedRecord)> = vec![(0, first); records.len()];
+    let mut next = starts.clone();
+    for (i, (r, g)) in records.iter().zip(group).enumerate() {
+        rows[next[g]] = (i as u64, r);
+        next[g] += 1;
+    }
+    encode_log(
+        machines
+            .iter()
+            .zip(starts)
+            .map(|((m, n), start)| (*m, &rows[start..start + n])),
+    )
 }
 
 /// Decodes every record of a log entry.

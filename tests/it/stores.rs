@@ -492,6 +492,68 @@ async fn sqlite_round_finishes_between_commits() {
     store.close().await.unwrap();
 }
 
+/// Concurrent requests reach the store in the order the pipeline processed them: for every
+/// machine, the moving averages stored with its records are exactly those of its values taken
+/// in arrival order (what a restart replays). Requests race on four threads, each batch
+/// naming every machine, with times that say nothing of arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_reach_the_store_in_pipeline_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("t.db"), Durability::Process).unwrap());
+    let service = service(store.clone()).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for batch in 0..40 {
+                    let readings = (0..20)
+                        .map(|i| {
+                            let secs = ((batch * 20 + i) * 8 + task) * 7919 % 100_000;
+                            reading(&format!(
+                                r#"{{"machine_id":"m{}","timestamp":{},"x":{}}}"#,
+                                i % 4,
+                                1_000_000 + secs,
+                                task * 1000 + batch * 20 + i
+                            ))
+                        })
+                        .collect();
+                    service.ingest(readings).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let recovery = store.recovery(usize::MAX).await.unwrap();
+    assert_eq!(recovery.records.len(), 8 * 40 * 20);
+    for machine in 0..4 {
+        let mine: Vec<_> = recovery
+            .records
+            .iter()
+            .filter(|r| r.machine_id.as_str() == format!("m{machine}"))
+            .collect();
+        assert_eq!(mine.len(), 8 * 40 * 5);
+        let mut window = std::collections::VecDeque::new();
+        for r in mine {
+            let Some(millwatch::reading::Value::Number(x)) = r.get("x") else {
+                panic!("no x in {r:?}");
+            };
+            window.push_back(*x);
+            if window.len() > 3 {
+                window.pop_front();
+            }
+            let naive = window.iter().sum::<f64>() / window.len() as f64;
+            assert!(
+                (r.averages[0] - naive).abs() <= 1e-9 * naive.abs().max(1.0),
+                "m{machine}: stored average {} where arrival order gives {naive}",
+                r.averages[0]
+            );
+        }
+    }
+}
+
 /// Under steady load (commits back to back, never an idle writer) the WAL stays near its
 /// restart threshold: the writer finishes the checkpoint itself once the WAL passes it, so
 /// the WAL starts over instead of taking every commit's pages for as long as the load lasts.
