@@ -381,8 +381,18 @@ impl Batch {
 pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
     machines: impl IntoIterator<Item = (&'a MachineId, &'a [(u64, R)])>,
 ) -> Batch {
-    fn fresh() -> LogEntry {
-        let mut data = vec![LOG_VERSION];
+    encode_log_sized(machines, 0)
+}
+
+/// [`encode_log`] into a first entry of `bytes` capacity (what the records will take, when
+/// the caller knows: an entry grown by doubling copies itself about once over).
+fn encode_log_sized<'a, R: AsRef<ProcessedRecord> + 'a>(
+    machines: impl IntoIterator<Item = (&'a MachineId, &'a [(u64, R)])>,
+    bytes: usize,
+) -> Batch {
+    fn fresh(capacity: usize) -> LogEntry {
+        let mut data = Vec::with_capacity(capacity.clamp(16, LOG_ENTRY_BYTES + CHUNK_BYTES));
+        data.push(LOG_VERSION);
         data.extend_from_slice(&0u64.to_le_bytes());
         data.extend_from_slice(&0u32.to_le_bytes());
         LogEntry { records: 0, data }
@@ -395,7 +405,7 @@ pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
         entries: Vec::new(),
         sections: Vec::new(),
     };
-    let mut entry = fresh();
+    let mut entry = fresh(bytes);
     let mut sections = 0u32;
     let mut encoder = Encoder::default();
     for (machine, rows) in machines {
@@ -403,7 +413,10 @@ pub fn encode_log<'a, R: AsRef<ProcessedRecord> + 'a>(
         while !rest.is_empty() {
             if entry.data.len() >= LOG_ENTRY_BYTES {
                 seal(&mut entry, sections);
-                batch.entries.push(std::mem::replace(&mut entry, fresh()));
+                let left = bytes.saturating_sub(entry.data.len());
+                batch
+                    .entries
+                    .push(std::mem::replace(&mut entry, fresh(left)));
                 sections = 0;
             }
             entry.data.push(machine.as_str().len() as u8);
@@ -448,14 +461,26 @@ pub fn encode_batch(records: &[std::sync::Arc<ProcessedRecord>]) -> Batch {
     // their records, one to place each record, and no vector that grows record by record.
     let mut index: HashMap<&MachineId, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut machines: Vec<(&MachineId, usize)> = Vec::new();
+    // What the entry will take: each record's bytes, and for each machine its name, the
+    // chunk's head and a dictionary (a guess; the entry grows if it is short).
+    let mut bytes = 0;
     let group: Vec<usize> = records
         .iter()
         .map(|r| {
             let g = *index.entry(&r.machine_id).or_insert_with(|| {
                 machines.push((&r.machine_id, 0));
+                bytes += 256;
                 machines.len() - 1
             });
             machines[g].1 += 1;
+            bytes += RECORD_BYTES
+                + r.fields
+                    .iter()
+                    .map(|f| match &f.value {
+                        Value::Number(_) => 19,
+                        Value::State(s) => FIELD_BYTES + s.len(),
+                    })
+                    .sum::<usize>();
             g
         })
         .collect();
@@ -471,11 +496,12 @@ pub fn encode_batch(records: &[std::sync::Arc<ProcessedRecord>]) -> Batch {
         rows[next[g]] = (i as u64, r);
         next[g] += 1;
     }
-    encode_log(
+    encode_log_sized(
         machines
             .iter()
             .zip(starts)
             .map(|((m, n), start)| (*m, &rows[start..start + n])),
+        bytes,
     )
 }
 
