@@ -392,6 +392,38 @@ mod tests {
         assert_eq!(p.counts().count(), 0);
     }
 
+    /// A request past 16 MiB is several log entries: each section finds its own entry, and
+    /// everything reads back and compacts whole.
+    #[test]
+    fn a_batch_of_several_entries_reads_back_whole() {
+        let big = "x".repeat(60_000);
+        let records: Vec<Arc<ProcessedRecord>> = (0..300)
+            .map(|i| {
+                let mut r =
+                    ProcessedRecord::clone(&rec(if i % 2 == 0 { "a" } else { "b" }, i, &[]));
+                r.fields.push(Field {
+                    name: ParamName::parse("note").unwrap(),
+                    value: Value::State(big.as_str().into()),
+                });
+                Arc::new(r)
+            })
+            .collect();
+        let mut batch = codec::encode_batch(&records);
+        assert!(batch.entries.len() >= 2, "{} entries", batch.entries.len());
+        batch.set_base(1);
+        let mut p = Pending::new(1);
+        p.extend(&mut batch);
+        let mut back = p.after(None, 0, Timestamp::MIN, Timestamp::MAX).unwrap();
+        back.sort_by_key(|r| r.seq);
+        assert_eq!(back.len(), 300);
+        assert!(back.iter().zip(&records).all(|(b, r)| b.record == **r));
+        assert_eq!(back.last().map(|r| r.seq), Some(300));
+        let a = MachineId::parse("a").unwrap();
+        let chunks = p.chunks(&a, 0, 150, 4096).unwrap();
+        assert_eq!(chunks.iter().map(|c| c.records).sum::<usize>(), 150);
+        assert!(chunks.len() >= 2, "8 MiB chunks: {}", chunks.len());
+    }
+
     proptest! {
         /// A compaction's chunks, copied from the sections' bytes, hold exactly the records
         /// asked for, with their arrival numbers, at most `max` a chunk, and bounds that match
