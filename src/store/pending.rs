@@ -27,7 +27,8 @@ pub(crate) struct Section {
     chunk: Bytes,
     base: u64,
     records: usize,
-    /// The arrival number of its last record.
+    /// The arrival numbers of its first and last record.
+    first: u64,
     last: u64,
     ts_min: Timestamp,
     ts_max: Timestamp,
@@ -94,6 +95,7 @@ impl Pending {
                 chunk: entry.slice(s.range.clone()),
                 base,
                 records: s.records,
+                first: base + s.first,
                 last: base + s.last,
                 ts_min: s.ts_min,
                 ts_max: s.ts_max,
@@ -107,12 +109,16 @@ impl Pending {
         }
     }
 
-    /// Forgets the records numbered up to `upto`: they have been compacted. (A compaction
-    /// round ends where a commit ended, so no section is split; one that were would stay
-    /// whole, and readers skip what it holds up to `upto`.)
+    /// Forgets the records numbered up to `upto`: they have been compacted. A compaction
+    /// round starts between groups, so `upto` is where a commit ended and no section holds
+    /// records on both sides of it.
     pub(crate) fn clear_upto(&mut self, upto: u64) {
         for sections in self.machines.values_mut() {
             let gone = sections.partition_point(|s| s.last <= upto);
+            debug_assert!(
+                sections.get(gone).is_none_or(|s| s.first > upto),
+                "a section holds records on both sides of {upto}"
+            );
             self.len -= sections[..gone].iter().map(|s| s.records).sum::<usize>();
             sections.drain(..gone);
         }

@@ -40,7 +40,7 @@ use crate::timestamp::Timestamp;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -81,6 +81,10 @@ const MIGRATIONS: &[&str] = &[
     // which would count those records twice, from opening such a file; the index makes
     // finding them on open a lookup rather than a scan.
     "CREATE INDEX chunks_seq_min ON chunks (seq_min);",
+    // 3 -> 4: log entries may number their records from a base in their head (log format 2),
+    // which older builds cannot read: version 4 keeps them from opening a file whose log a
+    // crash left in the new format. No table changes; entries of format 1 still decode.
+    "-- no table changes",
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -531,6 +535,18 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// How soon the next copy follows when the WAL nears its restart.
 const CHECKPOINT_SOON: Duration = Duration::from_millis(5);
 
+/// When the next checkpoint pass comes, after one that found `frames` in the WAL (`last` at
+/// the pass before): soon while a WAL past half the restart size grows, otherwise after the
+/// usual period. A WAL fully copied keeps its size until the next write restarts it, so an
+/// idle writer's large WAL does not keep the checkpoint thread awake.
+fn next_checkpoint(frames: u64, last: u64, restart_at: u64) -> Duration {
+    if frames >= (restart_at / 2).max(1) && frames != last {
+        CHECKPOINT_SOON
+    } else {
+        CHECKPOINT_EVERY
+    }
+}
+
 /// A checkpoint that keeps failing (a full disk) is reported when it starts failing, then at
 /// most this often, and once more when it works again: not five times a second.
 const CHECKPOINT_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -538,8 +554,8 @@ const CHECKPOINT_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Checkpoints the WAL until the writer is gone, publishing how many frames it holds. PASSIVE
 /// never blocks the writer or readers; what it cannot copy now it copies next time.
 ///
-/// Once the WAL nears the size at which the writer restarts it (`restart_at` frames), passes
-/// follow each other closely: the writer's own checkpoint before the restart, which every
+/// Once the WAL nears the size at which the writer restarts it (`restart_at` frames) and is
+/// still growing, passes follow each other closely: the writer's own checkpoint before the restart, which every
 /// request waits for, then has only the last few milliseconds' frames left to copy instead of
 /// up to a whole period's (tens of milliseconds of stall, measured).
 fn checkpoint_loop(
@@ -551,15 +567,15 @@ fn checkpoint_loop(
     // Failures in a row, and when the last warning went out.
     let mut failing: Option<(u64, Instant)> = None;
     let mut wait = CHECKPOINT_EVERY;
+    let mut last = 0;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
         wait = CHECKPOINT_EVERY;
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(n) => {
                 let n = n.max(0) as u64;
                 frames.store(n, Ordering::Relaxed);
-                if n >= restart_at / 2 {
-                    wait = CHECKPOINT_SOON;
-                }
+                wait = next_checkpoint(n, last, restart_at);
+                last = n;
                 if let Some((failures, _)) = failing.take() {
                     tracing::info!(failures, "SQLite checkpoint works again");
                 }
@@ -944,14 +960,17 @@ impl Writer {
         tracing::debug!(upto, left, "log compacted into chunks");
     }
 
-    /// Finishes what the checkpoint thread started, so that the WAL starts over.
+    /// Finishes what the checkpoint thread started, so that the WAL starts over. (When the
+    /// checkpoint thread holds the checkpoint at that moment, nothing is finished: the next
+    /// group tries again.)
     fn restart_wal(&mut self) {
         if self.wal_frames.load(Ordering::Relaxed) >= self.compaction.wal_frames {
             match self
                 .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
             {
-                Ok(_) => self.wal_frames.store(0, Ordering::Relaxed),
+                Ok(0) => self.wal_frames.store(0, Ordering::Relaxed),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
             }
         }
@@ -1056,8 +1075,8 @@ fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
-        // Encoded here, on the caller's task: requests encode side by side, while the one
-        // writer thread only stores bytes.
+        // Encoded here, on the caller's task (while the next batch goes through the pipeline
+        // and the writer commits the last), so that the one writer thread only stores bytes.
         writer::append(|c| self.send(c), codec::encode_batch(&records))
     }
 
@@ -1395,6 +1414,19 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seqs, (1, 3));
+    }
+
+    #[test]
+    fn checkpoints_come_soon_only_while_a_large_wal_grows() {
+        let at = 1000;
+        assert_eq!(next_checkpoint(100, 50, at), CHECKPOINT_EVERY);
+        assert_eq!(next_checkpoint(600, 400, at), CHECKPOINT_SOON);
+        // Idle: the WAL keeps its size, copied or not.
+        assert_eq!(next_checkpoint(600, 600, at), CHECKPOINT_EVERY);
+        // Restarted by the writer: small again.
+        assert_eq!(next_checkpoint(3, 1200, at), CHECKPOINT_EVERY);
+        assert_eq!(next_checkpoint(1, 0, 0), CHECKPOINT_SOON);
+        assert_eq!(next_checkpoint(0, 0, 0), CHECKPOINT_EVERY);
     }
 
     /// What a crash leaves (records only in the log) is in chunks after the next open.
