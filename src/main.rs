@@ -11,7 +11,10 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc rather than the system allocator: request bodies, records and log entries are
 /// allocated on the async workers and often freed on other threads (the store's writer, the
 /// broadcast's receivers), which glibc's arenas handle poorly (a tenth of the writer's time
-/// once went to `free` under load).
+/// once went to `free` under load). Built without transparent huge pages (`no_thp`): when the
+/// duplicate memories of a few hundred machines doubled at once, faulting in and compacting
+/// huge pages stalled requests for a quarter of a second (ingest p99 250-260 ms in the second
+/// 10 s of load, 13-19 ms without), at no cost in throughput or CPU measured.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
