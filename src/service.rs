@@ -194,22 +194,19 @@ impl Service {
             self.resync().await?;
         }
         let now = Timestamp::now();
-        let (records, duplicates, first_seq, ack) = {
-            let (records, duplicates, first_seq, turn) = {
-                let mut guard = self.lock_pipeline();
-                let (pipeline, next_seq) = &mut *guard;
-                let (records, duplicates) = pipeline.process_batch(readings, now);
-                let first_seq = *next_seq;
-                *next_seq += records.len() as u64;
-                // Our turn to hand over comes before the next batch's (lock order: pipeline,
-                // then hand-over), and nothing awaits until it is done.
-                let turn = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
-                (records, duplicates, first_seq, turn)
-            };
-            let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
-            drop(turn);
-            (records, duplicates, first_seq, ack)
+        let (records, duplicates, first_seq, turn) = {
+            let mut guard = self.lock_pipeline();
+            let (pipeline, next_seq) = &mut *guard;
+            let (records, duplicates) = pipeline.process_batch(readings, now);
+            let first_seq = *next_seq;
+            *next_seq += records.len() as u64;
+            // Our turn to hand over comes before the next batch's (lock order: pipeline, then
+            // hand-over), and nothing awaits until it is done.
+            let turn = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
+            (records, duplicates, first_seq, turn)
         };
+        let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
+        drop(turn);
         if let Some(ack) = ack {
             if let Err(e) = ack.await {
                 self.stale.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -35,6 +35,11 @@ pub(crate) struct Section {
 }
 
 impl Section {
+    /// Whether any of its records may lie within the bounds.
+    fn overlaps(&self, since: Timestamp, until: Timestamp) -> bool {
+        self.ts_max >= since && self.ts_min <= until
+    }
+
     /// Its records numbered after `compacted`.
     fn decode_after(
         &self,
@@ -200,10 +205,10 @@ impl Pending {
     ) -> Result<Vec<StoredRecord>, CodecError> {
         let mut out = Vec::new();
         for (m, sections) in self.lists(machine) {
-            for s in newer(sections, compacted) {
-                if s.ts_max < since || s.ts_min > until {
-                    continue;
-                }
+            for s in newer(sections, compacted)
+                .iter()
+                .filter(|s| s.overlaps(since, until))
+            {
                 let records = s.decode_after(m, compacted)?;
                 out.extend(
                     records
@@ -251,24 +256,25 @@ impl Pending {
         until: Timestamp,
         out: &mut Vec<(Timestamp, u64, f64)>,
     ) -> Result<(), CodecError> {
-        for (_, sections) in self.lists(Some(machine)) {
-            for s in newer(sections, compacted) {
-                if s.ts_max < since || s.ts_min > until {
-                    continue;
+        let Some(sections) = self.machines.get(machine) else {
+            return Ok(());
+        };
+        for s in newer(sections, compacted)
+            .iter()
+            .filter(|s| s.overlaps(since, until))
+        {
+            let from = out.len();
+            codec::values_of(&s.chunk, parameter, since, until, out)?;
+            let mut kept = from;
+            for i in from..out.len() {
+                let (ts, seq, v) = out[i];
+                let seq = seq.wrapping_add(s.base);
+                if seq > compacted {
+                    out[kept] = (ts, seq, v);
+                    kept += 1;
                 }
-                let from = out.len();
-                codec::values_of(&s.chunk, parameter, since, until, out)?;
-                let mut kept = from;
-                for i in from..out.len() {
-                    let (ts, seq, v) = out[i];
-                    let seq = seq.wrapping_add(s.base);
-                    if seq > compacted {
-                        out[kept] = (ts, seq, v);
-                        kept += 1;
-                    }
-                }
-                out.truncate(kept);
             }
+            out.truncate(kept);
         }
         Ok(())
     }

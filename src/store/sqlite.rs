@@ -27,9 +27,6 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
-
-/// What the SQLite writer takes: appends come encoded by the caller.
-type Command = writer::Command<codec::Batch>;
 use super::pending::Pending;
 use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
@@ -37,6 +34,9 @@ use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
 use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
+
+/// What the SQLite writer takes: appends come encoded by the caller.
+type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
@@ -435,27 +435,25 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
     machine: &str,
     rows: &[(u64, R)],
 ) -> Result<(), StoreError> {
-    let built: Vec<codec::Built> = codec::chunks(rows, CHUNK_RECORDS)
-        .map(|(piece, data)| {
-            let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
-            codec::Built {
-                data,
-                records: piece.len(),
-                ts_min,
-                ts_max,
-                seq_min,
-                seq_max,
-            }
-        })
-        .collect();
-    insert_built(insert, machine, &built)
+    let built = codec::chunks(rows, CHUNK_RECORDS).map(|(piece, data)| {
+        let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
+        codec::Built {
+            data,
+            records: piece.len(),
+            ts_min,
+            ts_max,
+            seq_min,
+            seq_max,
+        }
+    });
+    insert_built(insert, machine, built)
 }
 
 /// Inserts chunks of one machine.
 fn insert_built(
     insert: &mut rusqlite::CachedStatement<'_>,
     machine: &str,
-    built: &[codec::Built],
+    built: impl IntoIterator<Item = codec::Built>,
 ) -> Result<(), StoreError> {
     for b in built {
         insert
@@ -555,9 +553,9 @@ const CHECKPOINT_WARN_EVERY: Duration = Duration::from_secs(60);
 /// never blocks the writer or readers; what it cannot copy now it copies next time.
 ///
 /// Once the WAL nears the size at which the writer restarts it (`restart_at` frames) and is
-/// still growing, passes follow each other closely: the writer's own checkpoint before the restart, which every
-/// request waits for, then has only the last few milliseconds' frames left to copy instead of
-/// up to a whole period's (tens of milliseconds of stall, measured).
+/// still growing, passes follow each other closely: the writer's own checkpoint before the
+/// restart, which every request waits for, then has only the last few milliseconds' frames
+/// left to copy instead of up to a whole period's (tens of milliseconds of stall, measured).
 fn checkpoint_loop(
     conn: &Connection,
     stop: &mpsc::Receiver<()>,
@@ -908,7 +906,7 @@ impl Writer {
                     "the pending records of {machine} changed under a compaction"
                 )));
             }
-            insert_built(&mut insert, machine.as_str(), &built)?;
+            insert_built(&mut insert, machine.as_str(), built)?;
             taken += take;
             if take == left {
                 finished += 1;

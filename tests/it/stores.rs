@@ -232,11 +232,7 @@ async fn sqlite_store_suite() {
 #[tokio::test]
 async fn sqlite_store_suite_compacting_often() {
     let dir = tempfile::tempdir().unwrap();
-    let compaction = Compaction {
-        records: 7,
-        age: std::time::Duration::from_secs(3600),
-        ..Compaction::default()
-    };
+    let compaction = compacting_at(7);
     let store =
         SqliteStore::open_with(&dir.path().join("t.db"), Durability::Process, compaction).unwrap();
     suite(Arc::new(store)).await;
@@ -349,6 +345,15 @@ async fn sqlite_reads_racing_compactions_miss_nothing_and_repeat_nothing() {
     store.close().await.unwrap();
 }
 
+/// Compaction once `records` are pending, never by age within a test.
+fn compacting_at(records: usize) -> Compaction {
+    Compaction {
+        records,
+        age: std::time::Duration::from_secs(3600),
+        ..Compaction::default()
+    }
+}
+
 fn x_record(machine: &str, secs: i64, x: f64) -> Arc<ProcessedRecord> {
     Arc::new(ProcessedRecord {
         machine_id: m(machine),
@@ -370,10 +375,8 @@ async fn sqlite_reads_and_restarts_in_the_middle_of_a_compaction_round() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let compaction = Compaction {
-        records: 100,
-        age: std::time::Duration::from_secs(3600),
         between_commits: false,
-        ..Compaction::default()
+        ..compacting_at(100)
     };
     let machines: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
     let everything = DataQuery {
@@ -452,11 +455,7 @@ async fn sqlite_reads_and_restarts_in_the_middle_of_a_compaction_round() {
 async fn sqlite_round_finishes_between_commits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let compaction = Compaction {
-        records: 100,
-        age: std::time::Duration::from_secs(3600),
-        ..Compaction::default()
-    };
+    let compaction = compacting_at(100);
     let machines: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
     let store = SqliteStore::open_with(&path, Durability::Full, compaction).unwrap();
     for i in 0..2 {
@@ -564,9 +563,8 @@ async fn sqlite_wal_stays_bounded_under_steady_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let compaction = Compaction {
-        age: std::time::Duration::from_secs(3600),
         wal_frames: 64,
-        ..Compaction::default()
+        ..compacting_at(Compaction::default().records)
     };
     let store = Arc::new(SqliteStore::open_with(&path, Durability::Process, compaction).unwrap());
     let wal = path.with_extension("db-wal");
@@ -620,10 +618,8 @@ async fn sqlite_failing_compactions_back_off_then_refuse_then_recover() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let compaction = Compaction {
-        records: 4,
-        age: std::time::Duration::from_secs(3600),
         limit: 20,
-        ..Compaction::default()
+        ..compacting_at(4)
     };
     let store = SqliteStore::open_with(&path, Durability::Process, compaction).unwrap();
     let admin = rusqlite::Connection::open(&path).unwrap();
