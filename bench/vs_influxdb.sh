@@ -4,14 +4,22 @@
 # InfluxDB's /write. Both on loopback, both in their own temporary data directories, both
 # fsync'ing before they answer. Bounded in time; stops both servers at the end.
 #
-#   bench/vs_influxdb.sh [DURATION] [ROUNDS]
+#   bench/vs_influxdb.sh [DURATION] [ROUNDS] [TOOL]
+#
+# TOOL is the load tool, the same for both servers:
+#   lean (default)  examples/ingest_load.rs: renders each connection's body once and rewrites only
+#                   the timestamps, so the server under test keeps nearly all of the two cores;
+#   wrk             wrk with bench/ingest.lua, which builds every body in Lua and takes about a
+#                   quarter of the machine for itself at these rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
 rounds=${2:-3}
+tool=${3:-lean}
+case "$tool" in lean | wrk) ;; *) echo "TOOL must be lean or wrk, not $tool" >&2; exit 2 ;; esac
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 command -v influxd >/dev/null || { apt-get update -qq && apt-get install -y -qq influxdb; }
-cargo build --release --quiet
+cargo build --release --quiet --bin millwatch --example ingest_load
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 dir=$(mktemp -d)
@@ -51,10 +59,19 @@ for _ in $(seq 100); do
 done
 curl -sf -XPOST "http://127.0.0.1:$influx_port/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
 
-echo "$(nproc) cores; $rounds rounds of $duration each, 2 connections, 1000 readings per request"
+# load PORT FORMAT: one round against one server, printing wrk's or ingest_load's result line.
+load() {
+  if [ "$tool" = wrk ]; then
+    wrk -t2 -c2 -d"$duration" --latency -s bench/ingest.lua "http://127.0.0.1:$1" -- "$2" | grep -E '^result:|Non-2xx'
+  else
+    target/release/examples/ingest_load --url "http://127.0.0.1:$1" --format "$2" --duration "$duration" --connections 2
+  fi
+}
+
+echo "$(nproc) cores; load tool $tool; $rounds rounds of $duration each, 2 connections, 1000 readings per request"
 for r in $(seq "$rounds"); do
-  wrk -t2 -c2 -d"$duration" --latency -s bench/ingest.lua "http://127.0.0.1:$mw_port" -- json | grep -E '^result:|Non-2xx' | sed "s/^/round $r millwatch  /"
-  wrk -t2 -c2 -d"$duration" --latency -s bench/ingest.lua "http://127.0.0.1:$influx_port" -- lp | grep -E '^result:|Non-2xx' | sed "s/^/round $r influxdb   /"
+  load "$mw_port" json | sed "s/^/round $r millwatch  /"
+  load "$influx_port" lp | sed "s/^/round $r influxdb   /"
 done
 points=$(curl -sf -G "http://127.0.0.1:$influx_port/query" --data-urlencode "db=bench" \
   --data-urlencode "q=SELECT count(temperature) FROM machine" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["results"][0]["series"][0]["values"][0][1])' || echo "?")
