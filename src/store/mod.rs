@@ -16,6 +16,7 @@ use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
 pub mod codec;
+mod logfile;
 pub mod memory;
 mod pending;
 pub mod postgres;

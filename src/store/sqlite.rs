@@ -5,17 +5,20 @@
 //! fsync for many concurrent requests), and only then acknowledges each of them. Reads use
 //! their own connections on tokio's blocking pool, so the async runtime never waits on disk.
 //!
-//! Each commit appends one row to `log`: the group's records, all machines together. That
-//! touches only the table's last pages, whatever the number of machines. Once tens of
-//! thousands of records are in the log (or the oldest has waited a few seconds), the writer
-//! compacts them into `chunks` (see [`super::codec`]): a row per machine holding its records
-//! since the last compaction, which is what queries by machine and time read. A compaction is
-//! a round spread over the next commits, a slice of machines riding along with each, so that
-//! no commit waits for a whole compaction; the round's last slice deletes the log rows it
-//! emptied and moves `compaction.upto`, the arrival number up to which chunks hold every
-//! record. Readers take only chunks up to that number, and add the records the writer keeps
-//! in memory ([`Pending`]) after it. After a crash, the chunks of an unfinished round are
-//! dropped and the log is compacted on the next start, before anything is served.
+//! Each group commit appends its records to the log: files beside the database
+//! (`<file>-log.<n>`, see [`super::logfile`]), one write and one `fdatasync` per commit, the
+//! group's records of all machines together. (Files made before version 5 may still hold rows
+//! in the `log` table, which are read the same way.) Once tens of thousands of records are in
+//! the log (or the oldest has waited a few seconds), the writer compacts them into `chunks`
+//! (see [`super::codec`]): a row per machine holding its records since the last compaction,
+//! which is what queries by machine and time read. A compaction is a round of slices written
+//! between commits (and riding along with them when there are no gaps), so that no commit
+//! waits for a whole compaction; a round starts a new log file, and its last slice moves
+//! `compaction.upto`, the arrival number up to which chunks hold every record; once that is
+//! durable, the round's log files are reused. Readers take only chunks up to that number, and
+//! add the records the writer keeps in memory ([`Pending`]) after it. After a crash, the
+//! chunks of an unfinished round are dropped and the log is compacted on the next start,
+//! before anything is served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
+use super::logfile::LogFile;
 use super::pending::Pending;
 use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
@@ -40,7 +44,7 @@ type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -84,6 +88,10 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: log entries may number their records from a base in their head (log format 2),
     // which older builds cannot read: version 4 keeps them from opening a file whose log a
     // crash left in the new format. No table changes; entries of format 1 still decode.
+    "-- no table changes",
+    // 4 -> 5: new commits go to log files beside the database (see `logfile`), which older
+    // builds would not read: version 5 keeps them from opening a file whose records a crash
+    // left there. The log table stays for files that still hold rows in it.
     "-- no table changes",
 ];
 
@@ -239,7 +247,21 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn, path)?;
-        let recovered = compact_log(&mut conn)?;
+        let logged = LogFile::recover(path).map_err(|e| {
+            failed(format!(
+                "cannot read the log beside {}: {e}",
+                path.display()
+            ))
+        })?;
+        let recovered = compact_log(&mut conn, &logged)?;
+        // Only now that the recovered records are durable in chunks are their log files
+        // reused.
+        let log = LogFile::start(path, durability == Durability::Full).map_err(|e| {
+            failed(format!(
+                "cannot start the log beside {}: {e}",
+                path.display()
+            ))
+        })?;
         if recovered > 0 {
             tracing::info!(file = %path.display(), records = recovered, "log of the last run compacted");
         }
@@ -273,6 +295,7 @@ impl SqliteStore {
         let pending = Arc::new(RwLock::new(Pending::new(next_seq)));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
+            log,
             conn,
             durability,
             unsynced: false,
@@ -371,9 +394,11 @@ impl SqliteStore {
 /// How often a read starts over because a compaction overtook it, before it gives up.
 const MAX_SNAPSHOT_TRIES: usize = 8;
 
-/// Moves every record of the log left by the last run into chunks, in one transaction, before
-/// the writer starts. Returns how many records moved.
-fn compact_log(conn: &mut Connection) -> Result<usize, StoreError> {
+/// Moves every record of the log left by the last run (its table's rows and the entries of
+/// its files, `logged`) into chunks, in one transaction, before the writer starts. Records
+/// the log files still hold although a compaction moved them already (it finished, the
+/// files were not yet reused) are skipped. Returns how many records moved.
+fn compact_log(conn: &mut Connection, logged: &[Vec<u8>]) -> Result<usize, StoreError> {
     let tx = conn.transaction().map_err(failed)?;
     // Chunks of a round that did not finish: their records are still in the log.
     let unfinished = tx
@@ -398,6 +423,16 @@ fn compact_log(conn: &mut Connection) -> Result<usize, StoreError> {
             let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
             records.extend(codec::decode_log(data)?);
         }
+    }
+    let upto: i64 = tx
+        .query_row("SELECT upto FROM compaction", [], |r| r.get(0))
+        .map_err(failed)?;
+    for entry in logged {
+        records.extend(
+            codec::decode_log(entry)?
+                .into_iter()
+                .filter(|r| r.seq as i64 > upto),
+        );
     }
     if records.is_empty() {
         tx.commit().map_err(failed)?;
@@ -471,8 +506,10 @@ fn insert_built(
     Ok(())
 }
 
-/// Owns the write connection.
+/// Owns the write connection and the log files.
 struct Writer {
+    /// Where commits' records are made durable first.
+    log: LogFile,
     conn: Connection,
     durability: Durability,
     /// Whether the connection was left with `synchronous = NORMAL` by an unsynced slice.
@@ -502,6 +539,8 @@ struct Round {
     upto: u64,
     /// The log rows holding the round's records: every row up to this id (and only those).
     log_upto: i64,
+    /// The log files holding the round's records: every segment up to this one.
+    segment_upto: u64,
     /// Per machine still to do (the next one last): how many of its pending records are in
     /// chunks already, and how many the round takes.
     todo: Vec<(MachineId, usize, usize)>,
@@ -639,7 +678,13 @@ impl Writer {
                     }
                     Ok(deleted)
                 }
-                Err(e) => Err(e),
+                Err((e, slice)) => {
+                    // A slice that committed before the log failed is done all the same.
+                    if let Some(slice) = slice {
+                        self.sliced(slice);
+                    }
+                    Err(e)
+                }
             };
             if group.iter().any(|c| matches!(c, Command::Close(_))) {
                 self.compact();
@@ -662,8 +707,8 @@ impl Writer {
                 self.start_round();
             }
             // Between commits, while no command waits, the round goes on in small slices
-            // that are not fsync'd: the next group commit's fsync covers them too, and no
-            // client waits for them.
+            // that are not fsync'd (the round's end is: see `release_log`), and no client
+            // waits for them.
             while self.compaction.between_commits && self.round.is_some() && self.may_retry() {
                 match rx.try_recv() {
                     Ok(cmd) => {
@@ -754,9 +799,19 @@ impl Writer {
                 return false;
             }
         };
+        // Later records go to a new log file, so that the round's files can be reused once
+        // it is over.
+        let segment_upto = match self.log.rotate() {
+            Ok(s) => s,
+            Err(e) => {
+                self.compaction_failed(&failed(format!("cannot start a log file: {e}")));
+                return false;
+            }
+        };
         self.round = Some(Round {
             upto: self.next_seq - 1,
             log_upto,
+            segment_upto,
             todo,
         });
         true
@@ -836,7 +891,8 @@ impl Writer {
     }
 
     /// A slice in a transaction of its own whose commit is not fsync'd (the next one that is
-    /// makes it durable; until then a crash loses only compaction work, which the log still
+    /// makes it durable, at the latest the one `release_log` makes before the round's log
+    /// files are reused; until then a crash loses only compaction work, which the log still
     /// holds).
     fn slice_unsynced(&mut self, budget: usize) -> bool {
         if self.durability == Durability::Full {
@@ -948,14 +1004,36 @@ impl Writer {
         if !round.todo.is_empty() {
             return;
         }
-        let upto = round.upto;
+        let (upto, segment_upto) = (round.upto, round.segment_upto);
         self.round = None;
+        self.release_log(segment_upto);
         let left = {
             let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
             pending.clear_upto(upto);
             pending.len()
         };
         tracing::debug!(upto, left, "log compacted into chunks");
+    }
+
+    /// Reuses the log files up to `segment` once a round's last commit is durable: the commit
+    /// of an unsynced slice is made so first, by a synced one.
+    fn release_log(&mut self, segment: u64) {
+        if self.unsynced {
+            let synced = self.synced().and_then(|()| {
+                self.conn
+                    .execute("UPDATE compaction SET upto = upto", [])
+                    .map(|_| ())
+                    .map_err(failed)
+            });
+            // `slice_unsynced` calls `synced` again; it finds nothing to do.
+            if let Err(e) = synced {
+                tracing::warn!(error = %e, "cannot sync the compaction; its log files are kept");
+                return;
+            }
+        }
+        if let Err(e) = self.log.release(segment) {
+            tracing::warn!(error = %e, "cannot reuse log files; they stay until the next start");
+        }
     }
 
     /// Finishes what the checkpoint thread started, so that the WAL starts over. (When the
@@ -974,10 +1052,35 @@ impl Writer {
         }
     }
 
-    /// Commits a group, with the next slice of the round under way (at least `budget`
-    /// records) when compactions are not backing off. A failing slice is rolled back alone:
-    /// the group still commits. Returns the chunks retention deleted and the slice written.
+    /// Commits a group: its status changes and retention in the database, with the next
+    /// slice of the round under way (at least `budget` records) when compactions are not
+    /// backing off, then its records to the log. A failing slice is rolled back alone: the
+    /// group still commits. Returns the chunks retention deleted and the slice written; on
+    /// failure, the error and the slice if it was committed before the log failed.
     fn write(
+        &mut self,
+        group: &[Command],
+        budget: usize,
+    ) -> Result<(usize, Option<Slice>), (StoreError, Option<Slice>)> {
+        self.write_database(group, budget)
+            .map_err(|e| (e, None))
+            .and_then(|(deleted, slice)| {
+                // The records themselves: acknowledged once this returns.
+                let appended = self.log.append(group.iter().flat_map(|cmd| match cmd {
+                    Command::Append(batch, _) => {
+                        batch.entries.iter().map(|e| e.data.as_slice()).collect()
+                    }
+                    _ => Vec::new(),
+                }));
+                match appended {
+                    Ok(()) => Ok((deleted, slice)),
+                    Err(e) => Err((failed(format!("cannot write the log: {e}")), slice)),
+                }
+            })
+    }
+
+    /// The database's part of [`Writer::write`].
+    fn write_database(
         &mut self,
         group: &[Command],
         budget: usize,
@@ -986,18 +1089,6 @@ impl Writer {
         let mut tx = self.conn.unchecked_transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO log (n, data) VALUES (?1, ?2)")
-                .map_err(failed)?;
-            for cmd in group {
-                if let Command::Append(batch, _) = cmd {
-                    for entry in &batch.entries {
-                        insert
-                            .execute(params![entry.records as i64, entry.data.as_slice()])
-                            .map_err(failed)?;
-                    }
-                }
-            }
             let mut status = tx
                 .prepare_cached(
                     "INSERT INTO status_history (machine_id, status, previous, since) VALUES (?1, ?2, ?3, ?4)",
@@ -1321,6 +1412,16 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(failed)?;
     let mut out = HashMap::new();
+    let upto: i64 = conn
+        .query_row("SELECT upto FROM compaction", [], |r| r.get(0))
+        .map_err(failed)?;
+    let mut in_files = 0;
+    for entry in LogFile::recover(path).map_err(failed)? {
+        in_files += codec::decode_log(&entry)?
+            .iter()
+            .filter(|r| r.seq as i64 > upto)
+            .count() as i64;
+    }
     for (name, sql) in [
         (
             "records",
@@ -1331,6 +1432,8 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
                   + (SELECT COALESCE(SUM(n), 0) FROM log)",
         ),
         ("chunks", "SELECT COUNT(*) FROM chunks"),
+        // Records in the log (table and files), not yet in chunks.
+        ("logged", "SELECT COALESCE(SUM(n), 0) FROM log"),
         ("status_changes", "SELECT COUNT(*) FROM status_history"),
     ] {
         out.insert(
@@ -1338,6 +1441,9 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
             conn.query_row(sql, [], |r| r.get(0)).map_err(failed)?,
         );
     }
+    *out.entry("records".to_owned()).or_default() += in_files;
+    let in_table = out.get("logged").copied().unwrap_or(0);
+    out.insert("logged".to_owned(), in_table + in_files);
     Ok(out)
 }
 
