@@ -47,10 +47,10 @@ fn bench(c: &mut Criterion) {
             let now = Timestamp::from_nanos(0);
             let mut records = 0usize;
             for (_, r) in ReadingStream::new(black_box(&input[..])) {
-                if let Ok(r) = r {
-                    if let Outcome::Record(rec) = p.process(r, now) {
-                        records += rec.averages.len();
-                    }
+                if let Ok(r) = r
+                    && let Outcome::Record(rec) = p.process(r, now)
+                {
+                    records += rec.averages.len();
                 }
             }
             records
@@ -66,11 +66,11 @@ fn bench(c: &mut Criterion) {
             );
             let now = Timestamp::from_nanos(0);
             for (_, r) in ReadingStream::new(black_box(&input[..])) {
-                if let Ok(r) = r {
-                    if let Outcome::Record(rec) = p.process(r, now) {
-                        let _ = serde_json::to_writer(&mut out, &rec);
-                        out.push(b'\n');
-                    }
+                if let Ok(r) = r
+                    && let Outcome::Record(rec) = p.process(r, now)
+                {
+                    let _ = serde_json::to_writer(&mut out, &rec);
+                    out.push(b'\n');
                 }
             }
             out.len()

@@ -597,15 +597,15 @@ fn scan_blocks(values: &[f64]) -> Option<Scan> {
             (*hi, *lo) = two_sum(*hi, *lo);
         }
         // Strict comparisons: an equal value in a later block is not earlier.
-        if block_min < min {
-            if let Some(i) = real.iter().position(|&x| x == block_min) {
-                (min, min_index) = (real[i], start + i);
-            }
+        if block_min < min
+            && let Some(i) = real.iter().position(|&x| x == block_min)
+        {
+            (min, min_index) = (real[i], start + i);
         }
-        if block_max > max {
-            if let Some(i) = real.iter().position(|&x| x == block_max) {
-                (max, max_index) = (real[i], start + i);
-            }
+        if block_max > max
+            && let Some(i) = real.iter().position(|&x| x == block_max)
+        {
+            (max, max_index) = (real[i], start + i);
         }
         start += real.len();
     }

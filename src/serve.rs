@@ -129,10 +129,10 @@ async fn follow(service: &Service, records: &[Arc<crate::pipeline::ProcessedReco
         let Ok(status) = crate::status::JobStatus::parse(s) else {
             continue;
         };
-        if service.status_of(&r.machine_id).0 != status {
-            if let Err(e) = service.set_status(r.machine_id.clone(), status).await {
-                tracing::debug!(machine = %r.machine_id, error = %e, "simulated status not applied");
-            }
+        if service.status_of(&r.machine_id).0 != status
+            && let Err(e) = service.set_status(r.machine_id.clone(), status).await
+        {
+            tracing::debug!(machine = %r.machine_id, error = %e, "simulated status not applied");
         }
     }
 }

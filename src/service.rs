@@ -207,11 +207,11 @@ impl Service {
         };
         let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
         drop(turn);
-        if let Some(ack) = ack {
-            if let Err(e) = ack.await {
-                self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(e);
-            }
+        if let Some(ack) = ack
+            && let Err(e) = ack.await
+        {
+            self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
         }
         self.publish(&records, first_seq);
         Ok((records, duplicates))

@@ -161,10 +161,10 @@ impl Source for MqttSource {
             let name = self.name.clone();
             tokio::spawn(async move {
                 while let Some((publish, done)) = ack_rx.recv().await {
-                    if done.await.is_ok() {
-                        if let Err(e) = acker.ack(&publish).await {
-                            tracing::warn!(source = %name, error = %e, "cannot acknowledge");
-                        }
+                    if done.await.is_ok()
+                        && let Err(e) = acker.ack(&publish).await
+                    {
+                        tracing::warn!(source = %name, error = %e, "cannot acknowledge");
                     }
                 }
             });
@@ -178,26 +178,25 @@ impl Source for MqttSource {
                         backoff = Duration::from_millis(500);
                         connected.set(1.0);
                         tracing::info!(source = %self.name, session_present = ack.session_present, "connected to the broker");
-                        if !ack.session_present {
-                            if let Err(e) = client
+                        if !ack.session_present
+                            && let Err(e) = client
                                 .subscribe(spec.filter.clone(), QoS::AtLeastOnce)
                                 .await
-                            {
-                                return Err(SourceError::Open(format!(
-                                    "cannot subscribe to {}: {e}",
-                                    spec.filter
-                                )));
-                            }
+                        {
+                            return Err(SourceError::Open(format!(
+                                "cannot subscribe to {}: {e}",
+                                spec.filter
+                            )));
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let mut items = parse_all(&publish.payload);
                         let topic_machine = spec.machine_from_topic(&publish.topic);
                         for (_, r) in &mut items {
-                            if let Ok(r) = r {
-                                if r.machine_id.is_none() {
-                                    r.machine_id = topic_machine.clone();
-                                }
+                            if let Ok(r) = r
+                                && r.machine_id.is_none()
+                            {
+                                r.machine_id = topic_machine.clone();
                             }
                         }
                         let (done_tx, done_rx) = oneshot::channel();

@@ -34,6 +34,9 @@ const HEAD: usize = 4 + 8 + 4 + 4;
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Finished segments kept for reuse rather than deleted.
 const SPARES: usize = 2;
+/// How long [`LogFile::start`] waits for another holder of the log to let go (a store of this
+/// process being dropped, say) before it gives up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The log's segments and the one being written.
 #[derive(Debug)]
@@ -49,6 +52,21 @@ pub struct LogFile {
     spares: Vec<PathBuf>,
     /// Segments before the current one that still hold records not yet durable in chunks.
     older: Vec<u64>,
+    /// Held for as long as this log is written.
+    _lock: LogLock,
+}
+
+/// `<db>-log.lock`, locked by the process that writes the log: a second process on the same
+/// database would otherwise compact this one's records a second time and reuse its segments
+/// under it. Taken before anything reads the log.
+#[derive(Debug)]
+pub struct LogLock(#[allow(dead_code, reason = "held, never read: dropping it unlocks")] File);
+
+impl LogLock {
+    /// Takes the lock, waiting a little for another holder to let go.
+    pub fn take(base: &Path) -> io::Result<LogLock> {
+        lock(base).map(LogLock)
+    }
 }
 
 fn segment_path(base: &Path, segment: u64) -> PathBuf {
@@ -61,6 +79,33 @@ fn spare_path(base: &Path, k: usize) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(format!("-log.spare.{k}"));
     PathBuf::from(name)
+}
+
+/// Takes `<db>-log.lock` for this process, waiting a little for another holder to let go.
+fn lock(base: &Path) -> io::Result<File> {
+    let mut name = base.as_os_str().to_owned();
+    name.push("-log.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another millwatch is writing to this database (its log is locked)",
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// The directory holding the database (for syncing new names into it).
@@ -157,7 +202,7 @@ impl LogFile {
 
     /// Starts the log beside `base` afresh: every segment found there is recycled (its records
     /// must be durable elsewhere by now) and a new one is begun after the highest.
-    pub fn start(base: &Path, sync: bool) -> io::Result<LogFile> {
+    pub fn start(base: &Path, sync: bool, lock: LogLock) -> io::Result<LogFile> {
         let (segments, spares) = list(base)?;
         let next = segments.last().map_or(1, |n| n + 1);
         let mut log = LogFile {
@@ -169,6 +214,7 @@ impl LogFile {
             sync,
             spares,
             older: segments,
+            _lock: lock,
         };
         log.release_all()?;
         log.open_segment(next)?;
@@ -342,7 +388,7 @@ mod tests {
     #[test]
     fn entries_come_back_in_order_across_segments() {
         let (_dir, base) = base();
-        let mut log = LogFile::start(&base, true).unwrap();
+        let mut log = LogFile::start(&base, true, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"one".as_slice(), b"two".as_slice()]).unwrap();
         log.rotate().unwrap();
         log.append([b"three".as_slice()]).unwrap();
@@ -355,7 +401,7 @@ mod tests {
     #[test]
     fn a_torn_or_damaged_frame_ends_the_segment() {
         let (_dir, base) = base();
-        let mut log = LogFile::start(&base, false).unwrap();
+        let mut log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"kept".as_slice()]).unwrap();
         let torn_at = log.at;
         log.append([b"torn".as_slice()]).unwrap();
@@ -371,7 +417,7 @@ mod tests {
     #[test]
     fn released_segments_are_reused_without_their_old_frames() {
         let (_dir, base) = base();
-        let mut log = LogFile::start(&base, false).unwrap();
+        let mut log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"old-1".as_slice()]).unwrap();
         log.append([b"old-2".as_slice()]).unwrap();
         let first = log.rotate().unwrap();
@@ -388,13 +434,23 @@ mod tests {
     }
 
     #[test]
+    fn a_second_writer_of_the_same_log_is_refused() {
+        let (_dir, base) = base();
+        let log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
+        let second = LogLock::take(&base).unwrap_err();
+        assert!(second.to_string().contains("another millwatch"), "{second}");
+        drop(log);
+        LogLock::take(&base).unwrap();
+    }
+
+    #[test]
     fn starting_again_recycles_what_was_recovered() {
         let (_dir, base) = base();
-        let mut log = LogFile::start(&base, false).unwrap();
+        let mut log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"a".as_slice()]).unwrap();
         drop(log);
         assert_eq!(LogFile::recover(&base).unwrap(), [&b"a"[..]]);
-        let log = LogFile::start(&base, false).unwrap();
+        let log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         assert_eq!(log.segment(), 2);
         drop(log);
         assert!(LogFile::recover(&base).unwrap().is_empty());

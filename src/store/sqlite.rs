@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
-use super::logfile::LogFile;
+use super::logfile::{LogFile, LogLock};
 use super::pending::Pending;
 use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
@@ -245,6 +245,10 @@ impl SqliteStore {
         durability: Durability,
         compaction: Compaction,
     ) -> Result<Self, StoreError> {
+        // Before anything reads the log: another process writing it would have its records
+        // compacted twice and its log files reused under it.
+        let lock = LogLock::take(path)
+            .map_err(|e| failed(format!("cannot use {}: {e}", path.display())))?;
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn, path)?;
         let logged = LogFile::recover(path).map_err(|e| {
@@ -256,7 +260,7 @@ impl SqliteStore {
         let recovered = compact_log(&mut conn, &logged)?;
         // Only now that the recovered records are durable in chunks are their log files
         // reused.
-        let log = LogFile::start(path, durability == Durability::Full).map_err(|e| {
+        let log = LogFile::start(path, durability == Durability::Full, lock).map_err(|e| {
             failed(format!(
                 "cannot start the log beside {}: {e}",
                 path.display()
@@ -1534,6 +1538,23 @@ mod tests {
     }
 
     /// What a crash leaves (records only in the log) is in chunks after the next open.
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_before_reading_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        store
+            .append(vec![Arc::new(record("a", 1, 1.0))])
+            .await
+            .unwrap();
+        let second = SqliteStore::open(&path, Durability::Full).err().unwrap();
+        assert!(second.to_string().contains("another millwatch"), "{second}");
+        // The first store's record was not compacted by the refused one.
+        assert_eq!(census(&path).unwrap()["logged"], 1);
+        store.close().await.unwrap();
+        assert_eq!(census(&path).unwrap()["records"], 1);
+    }
+
     #[tokio::test]
     async fn the_log_of_a_crashed_run_is_compacted_on_open() {
         let dir = tempfile::tempdir().unwrap();
