@@ -230,6 +230,11 @@ impl LogFile {
     /// Makes `segment` the one written: a spare file renamed, or a new file of zeros.
     fn open_segment(&mut self, segment: u64) -> io::Result<()> {
         let path = segment_path(&self.base, segment);
+        // Left by an attempt that failed half-way (segment numbers above the current one never
+        // held anything acknowledged).
+        if path.exists() {
+            fs::remove_file(&path)?;
+        }
         let file = match self.spares.pop() {
             Some(spare) => {
                 fs::rename(&spare, &path)?;
@@ -296,8 +301,8 @@ impl LogFile {
             // Nothing in it yet: it may stay the current one.
             return Ok(done - 1);
         }
-        self.older.push(done);
         self.open_segment(done + 1)?;
+        self.older.push(done);
         Ok(done)
     }
 
@@ -305,10 +310,15 @@ impl LogFile {
     pub fn release(&mut self, upto: u64) -> io::Result<()> {
         let (gone, kept): (Vec<u64>, Vec<u64>) = self.older.iter().partition(|&&s| s <= upto);
         self.older = kept;
+        let mut first_error = None;
         for segment in gone {
-            self.recycle(segment)?;
+            // One that cannot be recycled now is tried again with the next release.
+            if let Err(e) = self.recycle(segment) {
+                self.older.push(segment);
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn release_all(&mut self) -> io::Result<()> {

@@ -258,8 +258,12 @@ impl SqliteStore {
             ))
         })?;
         let recovered = compact_log(&mut conn, &logged)?;
-        // Only now that the recovered records are durable in chunks are their log files
-        // reused.
+        // Only once the recovered records are durable in chunks are their log files reused:
+        // synced here also when compaction found nothing to move (a round's last commit,
+        // unsynced before a kill, may be in the page cache only).
+        if durability == Durability::Full {
+            sync_database(path, true)?;
+        }
         let log = LogFile::start(path, durability == Durability::Full, lock).map_err(|e| {
             failed(format!(
                 "cannot start the log beside {}: {e}",
@@ -510,6 +514,29 @@ fn insert_built(
     Ok(())
 }
 
+/// A group whose records could not be written to the log: the error, and what the database's
+/// part did (retention's deleted chunks, the slice) when it had committed already.
+type LogFailed = (StoreError, Option<(usize, Option<Slice>)>);
+
+/// Makes everything committed to the database at `path` durable: its WAL holds the commits
+/// not yet copied into the file (a WAL starts over only after a checkpoint that synced the
+/// file), so syncing it is enough while the writer runs; `with_file` syncs the file too.
+fn sync_database(path: &Path, with_file: bool) -> Result<(), StoreError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let files = [PathBuf::from(wal), path.to_path_buf()];
+    for file in &files[..if with_file { 2 } else { 1 }] {
+        match std::fs::File::open(file) {
+            Ok(f) => f
+                .sync_all()
+                .map_err(|e| failed(format!("cannot sync {}: {e}", file.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(format!("cannot open {}: {e}", file.display()))),
+        }
+    }
+    Ok(())
+}
+
 /// Owns the write connection and the log files.
 struct Writer {
     /// Where commits' records are made durable first.
@@ -682,10 +709,20 @@ impl Writer {
                     }
                     Ok(deleted)
                 }
-                Err((e, slice)) => {
-                    // A slice that committed before the log failed is done all the same.
-                    if let Some(slice) = slice {
-                        self.sliced(slice);
+                Err((e, committed)) => {
+                    if let Some((deleted, slice)) = committed {
+                        // The database's part committed before the log failed: a slice in it
+                        // is done, and status changes and retention succeeded (answered
+                        // failed, a retry would store a status change twice). Only the
+                        // appends failed.
+                        if let Some(slice) = slice {
+                            self.sliced(slice);
+                        }
+                        let (appends, others): (Vec<Command>, Vec<Command>) = group
+                            .into_iter()
+                            .partition(|c| matches!(c, Command::Append(..) | Command::Close(_)));
+                        writer::answer(others, &Ok(deleted));
+                        group = appends;
                     }
                     Err(e)
                 }
@@ -1022,15 +1059,11 @@ impl Writer {
     /// Reuses the log files up to `segment` once a round's last commit is durable: the commit
     /// of an unsynced slice is made so first, by a synced one.
     fn release_log(&mut self, segment: u64) {
-        if self.unsynced {
-            let synced = self.synced().and_then(|()| {
-                self.conn
-                    .execute("UPDATE compaction SET upto = upto", [])
-                    .map(|_| ())
-                    .map_err(failed)
-            });
-            // `slice_unsynced` calls `synced` again; it finds nothing to do.
-            if let Err(e) = synced {
+        if self.durability == Durability::Full || self.unsynced {
+            // The WAL file itself: a commit that changes nothing would not sync it (SQLite
+            // skips writing a row equal to the one stored), and the round's last slice may
+            // have been committed without sync.
+            if let Err(e) = sync_database(&self.file, false) {
                 tracing::warn!(error = %e, "cannot sync the compaction; its log files are kept");
                 return;
             }
@@ -1065,7 +1098,7 @@ impl Writer {
         &mut self,
         group: &[Command],
         budget: usize,
-    ) -> Result<(usize, Option<Slice>), (StoreError, Option<Slice>)> {
+    ) -> Result<(usize, Option<Slice>), LogFailed> {
         self.write_database(group, budget)
             .map_err(|e| (e, None))
             .and_then(|(deleted, slice)| {
@@ -1078,7 +1111,10 @@ impl Writer {
                 }));
                 match appended {
                     Ok(()) => Ok((deleted, slice)),
-                    Err(e) => Err((failed(format!("cannot write the log: {e}")), slice)),
+                    Err(e) => Err((
+                        failed(format!("cannot write the log: {e}")),
+                        Some((deleted, slice)),
+                    )),
                 }
             })
     }
