@@ -146,6 +146,37 @@ fn list(base: &Path) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
     Ok((segments, spares))
 }
 
+/// The file of a new segment: a spare renamed, or a new file of zeros; its name synced.
+fn segment_file(base: &Path, spares: &mut Vec<PathBuf>, segment: u64) -> io::Result<File> {
+    let path = segment_path(base, segment);
+    // Left by an attempt that failed half-way (segment numbers above the current one never
+    // held anything acknowledged).
+    if path.exists() {
+        fs::remove_file(&path)?;
+    }
+    let file = match spares.pop() {
+        Some(spare) => {
+            fs::rename(&spare, &path)?;
+            OpenOptions::new().write(true).open(&path)?
+        }
+        None => {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..SEGMENT_BYTES >> 20 {
+                file.write_all(&zeros)?;
+            }
+            file.sync_all()?;
+            file
+        }
+    };
+    // The new name must survive a crash before anything acknowledged depends on it.
+    sync_dir(base)?;
+    Ok(file)
+}
+
 /// The log entries of one segment's file, in order, up to its first frame that is not whole
 /// and valid.
 pub fn read_segment(path: &Path, segment: u64) -> io::Result<Vec<Vec<u8>>> {
@@ -205,20 +236,20 @@ impl LogFile {
     pub fn start(base: &Path, sync: bool, lock: LogLock) -> io::Result<LogFile> {
         let (segments, spares) = list(base)?;
         let next = segments.last().map_or(1, |n| n + 1);
-        let mut log = LogFile {
+        let mut spares = spares;
+        for segment in segments {
+            recycle(base, &mut spares, segment)?;
+        }
+        Ok(LogFile {
             base: base.to_path_buf(),
-            // Replaced by `open_segment` below.
-            file: File::open(parent(base))?,
+            file: segment_file(base, &mut spares, next)?,
             segment: next,
             at: 0,
             sync,
             spares,
-            older: segments,
+            older: Vec::new(),
             _lock: lock,
-        };
-        log.release_all()?;
-        log.open_segment(next)?;
-        Ok(log)
+        })
     }
 
     /// The segment being written.
@@ -229,33 +260,7 @@ impl LogFile {
 
     /// Makes `segment` the one written: a spare file renamed, or a new file of zeros.
     fn open_segment(&mut self, segment: u64) -> io::Result<()> {
-        let path = segment_path(&self.base, segment);
-        // Left by an attempt that failed half-way (segment numbers above the current one never
-        // held anything acknowledged).
-        if path.exists() {
-            fs::remove_file(&path)?;
-        }
-        let file = match self.spares.pop() {
-            Some(spare) => {
-                fs::rename(&spare, &path)?;
-                OpenOptions::new().write(true).open(&path)?
-            }
-            None => {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?;
-                let zeros = vec![0u8; 1 << 20];
-                for _ in 0..SEGMENT_BYTES >> 20 {
-                    file.write_all(&zeros)?;
-                }
-                file.sync_all()?;
-                file
-            }
-        };
-        // The new name must survive a crash before anything acknowledged depends on it.
-        sync_dir(&self.base)?;
-        self.file = file;
+        self.file = segment_file(&self.base, &mut self.spares, segment)?;
         self.segment = segment;
         self.at = 0;
         Ok(())
@@ -321,26 +326,25 @@ impl LogFile {
         first_error.map_or(Ok(()), Err)
     }
 
-    fn release_all(&mut self) -> io::Result<()> {
-        for segment in std::mem::take(&mut self.older) {
-            self.recycle(segment)?;
-        }
-        Ok(())
-    }
-
     fn recycle(&mut self, segment: u64) -> io::Result<()> {
-        let path = segment_path(&self.base, segment);
-        if self.spares.len() >= SPARES {
-            return fs::remove_file(path);
-        }
-        let spare = (0..)
-            .map(|k| spare_path(&self.base, k))
-            .find(|p| !self.spares.contains(p) && !p.exists())
-            .unwrap_or_else(|| spare_path(&self.base, usize::MAX));
-        fs::rename(&path, &spare)?;
-        self.spares.push(spare);
-        Ok(())
+        recycle(&self.base, &mut self.spares, segment)
     }
+}
+
+/// Makes a finished segment a spare (or removes it when there are enough).
+fn recycle(base: &Path, spares: &mut Vec<PathBuf>, segment: u64) -> io::Result<()> {
+    let path = segment_path(base, segment);
+    if spares.len() >= SPARES {
+        return fs::remove_file(path);
+    }
+    let mut k = 0;
+    while spares.contains(&spare_path(base, k)) || spare_path(base, k).exists() {
+        k += 1;
+    }
+    let spare = spare_path(base, k);
+    fs::rename(&path, &spare)?;
+    spares.push(spare);
+    Ok(())
 }
 
 /// Removes every segment and spare beside `base` (after the database file itself is gone).

@@ -1103,12 +1103,16 @@ impl Writer {
             .map_err(|e| (e, None))
             .and_then(|(deleted, slice)| {
                 // The records themselves: acknowledged once this returns.
-                let appended = self.log.append(group.iter().flat_map(|cmd| match cmd {
-                    Command::Append(batch, _) => {
-                        batch.entries.iter().map(|e| e.data.as_slice()).collect()
-                    }
-                    _ => Vec::new(),
-                }));
+                let appended = self.log.append(
+                    group
+                        .iter()
+                        .filter_map(|cmd| match cmd {
+                            Command::Append(batch, _) => Some(&batch.entries),
+                            _ => None,
+                        })
+                        .flatten()
+                        .map(|e| e.data.as_slice()),
+                );
                 match appended {
                     Ok(()) => Ok((deleted, slice)),
                     Err(e) => Err((
