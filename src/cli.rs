@@ -74,6 +74,12 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "machine_id")]
     pub machine_tag: String,
 
+    /// The zone in which timestamps without an offset are read (and shifts are laid out): an
+    /// IANA name such as Europe/Berlin. A local time that a DST change makes ambiguous takes
+    /// the earlier instant; one that does not exist is rejected.
+    #[arg(long, env = "MILLWATCH_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
+    pub timezone: chrono_tz::Tz,
+
     /// The MQTT client id for mqtt:// sources. Keep it stable: the broker keeps the session
     /// and queues messages for it while millwatch is away. Default: millwatch-HOSTNAME.
     #[arg(long, env = "MILLWATCH_MQTT_CLIENT_ID")]
@@ -205,6 +211,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 10s, 500ms or 1m"))
+}
+
+/// Reads an IANA time zone name such as `Europe/Berlin` or `UTC`.
+pub fn parse_timezone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("{s:?} is not a time zone: give an IANA name such as Europe/Berlin or UTC")
+    })
 }
 
 /// A threshold is a finite fraction, zero or more.
