@@ -56,6 +56,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Run the service: sources, HTTP API, dashboard and store in one process.
     Serve(ServeArgs),
+    /// Make access tokens for `serve --auth FILE`.
+    Token(crate::token::TokenArgs),
 }
 
 /// How readings come in and become records: shared by every command that ingests.
@@ -91,7 +93,8 @@ pub struct PipelineArgs {
 pub struct IngestArgs {
     /// Where readings come from: a file (one JSON object re-read every interval, or a JSON
     /// array or NDJSON replayed one reading per interval), an http(s):// URL polled every
-    /// interval, mqtt://[user:pass@]host:port/topic-filter (or mqtts:// for TLS), or
+    /// interval, mqtt://[user:pass@]host:port/topic-filter (or mqtts:// for TLS; with
+    /// mqtt://user@host… the password comes from MILLWATCH_MQTT_PASSWORD), or
     /// simulate[:MACHINES].
     #[arg(value_name = "SOURCE", value_parser = SourceSpec::parse)]
     pub source: SourceSpec,
@@ -178,7 +181,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db.
+    /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db
+    /// (a password missing from the URL is taken from PGPASSWORD).
     #[arg(long, env = "MILLWATCH_STORE", default_value = "sqlite:millwatch.db", value_parser = StoreSpec::parse)]
     pub store: StoreSpec,
 
@@ -200,6 +204,33 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// Who may use the API, and from where (SPEC §9).
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// Require tokens: a TOML file of [[token]] tables (name, hash, roles), made with
+    /// `millwatch token new`. Without it, serve listens on loopback only.
+    #[arg(long, env = "MILLWATCH_AUTH", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+
+    /// With --auth: GET routes (the read role) need no token; writes still do.
+    #[arg(long, requires = "auth")]
+    pub public_read: bool,
+
+    /// Listen on a non-loopback address without --auth: anyone who can reach the port can
+    /// then write readings and change job statuses.
+    #[arg(long, conflicts_with = "auth")]
+    pub insecure_no_auth: bool,
+
+    /// A host name that clients use to reach this server (the Host header), besides IP
+    /// addresses and localhost; repeat for several. Other names are refused, which stops
+    /// DNS-rebinding pages. "*" allows any name (behind a proxy that checks it).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Reads `10s`, `500ms`, `1m`, `1h30m`; a bare number is seconds.

@@ -19,4 +19,5 @@ pub mod sources;
 pub mod status;
 pub mod store;
 pub mod timestamp;
+pub mod token;
 pub mod window;

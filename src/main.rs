@@ -49,6 +49,17 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => match runtime.block_on(millwatch::serve::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e @ millwatch::serve::ServeError::Usage(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Token(args) => match millwatch::token::run(&args, std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

@@ -81,7 +81,7 @@ fn check_name(s: &str) -> Result<(), String> {
     Err(format!("{bad:?} is not allowed: use A-Z a-z 0-9 . _ -"))
 }
 
-/// A machine's identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`.
+/// A machine's identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`, not `.` or `..`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct MachineId(CompactString);
@@ -90,6 +90,10 @@ impl MachineId {
     /// Checks the rules of SPEC §1; the error says which one was broken.
     pub fn parse(s: &str) -> Result<Self, String> {
         check_name(s)?;
+        // Ids name files, URL path segments and topic levels, where these two mean a directory.
+        if s == "." || s == ".." {
+            return Err(format!("{s:?} is not allowed as a machine id"));
+        }
         Ok(MachineId(CompactString::from(s)))
     }
 
@@ -1028,6 +1032,20 @@ impl<R: BufRead> Iterator for ReadingStream<R> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn dot_ids_are_refused() {
+        for bad in [".", ".."] {
+            let e = MachineId::parse(bad).unwrap_err();
+            assert!(e.contains("not allowed"), "{bad}: {e}");
+            let r = one(&format!(r#"{{"machine_id": "{bad}", "t": 1}}"#));
+            assert!(r.is_err(), "{bad} in a reading");
+        }
+        for ok in ["...", ".a", "a.", "a..b", "_"] {
+            assert!(MachineId::parse(ok).is_ok(), "{ok}");
+            assert!(one(&format!(r#"{{"machine_id": "{ok}", "t": 1}}"#)).is_ok());
+        }
+    }
 
     fn one(text: &str) -> Result<Reading, ReadingError> {
         parse_reading(text.as_bytes())

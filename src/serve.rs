@@ -21,10 +21,46 @@ pub enum ServeError {
     /// The address could not be bound, or serving failed.
     #[error("{0}")]
     Io(String),
+    /// The flags do not make a safe or valid setup (protected mode, the auth file): exit 2.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Protected mode (SPEC §9) and the auth file, checked before anything is opened or created.
+fn access(args: &ServeArgs) -> Result<api::auth::Access, ServeError> {
+    let a = &args.access;
+    let tokens = match &a.auth {
+        Some(path) => Some(Arc::new(
+            api::auth::Tokens::load(path).map_err(|e| ServeError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
+    if tokens.is_none() && !args.listen.ip().is_loopback() {
+        if !a.insecure_no_auth {
+            return Err(ServeError::Usage(format!(
+                "refusing to listen on {} without --auth: anyone on the network could write readings and change statuses; give --auth FILE (tokens from `millwatch token new`), or --insecure-no-auth to accept that",
+                args.listen
+            )));
+        }
+        tracing::warn!(
+            listen = %args.listen,
+            "--insecure-no-auth: listening beyond loopback WITHOUT AUTHENTICATION; anyone who can reach this port can write readings and change job statuses"
+        );
+    }
+    Ok(api::auth::Access {
+        tokens,
+        public_read: a.public_read,
+        allowed_hosts: a
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+    })
 }
 
 /// Runs the service until a shutdown signal.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let access = access(&args)?;
     // Installed first, so that sources started below record into it.
     let metrics = crate::metrics::handle();
     // Histograms keep raw samples until drained: drain them even if nobody scrapes /metrics,
@@ -72,10 +108,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     state.metrics = metrics;
     state.max_body = args.max_body;
     state.machine_tag = args.pipeline.machine_tag.clone();
+    state.access = access;
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
-    tracing::info!(store = ?args.store, "listening on http://{addr}");
+    tracing::info!(store = %args.store, "listening on http://{addr}");
     api::run(listener, state, shutdown_signal())
         .await
         .map_err(|e| ServeError::Io(e.to_string()))?;

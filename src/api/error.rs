@@ -14,6 +14,12 @@ pub enum ApiError {
     /// Malformed JSON or an invalid value: 400.
     #[error("{0}")]
     BadRequest(String),
+    /// Credentials missing or not valid: 401, with a `WWW-Authenticate` challenge.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token lacks the route's role, or a browser check failed (Host, Origin): 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such route: 404.
     #[error("{0}")]
     NotFound(String),
@@ -45,6 +51,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -61,13 +69,21 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        (
+        let challenge = matches!(self, ApiError::Unauthorized(_));
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"millwatch\""),
+            );
+        }
+        response
     }
 }
 

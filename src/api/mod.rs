@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::service::Service;
 
 mod analytics;
+pub mod auth;
 mod data;
 mod error;
 mod events;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The line-protocol tag that names the machine (`host` is the fallback).
     pub machine_tag: String,
+    /// Tokens, `--public-read` and the names the server answers to (SPEC §9).
+    pub access: auth::Access,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             max_body: DEFAULT_MAX_BODY,
             shutdown: CancellationToken::new(),
             machine_tag: "machine_id".into(),
+            access: auth::Access::default(),
         }
     }
 }
@@ -63,7 +67,7 @@ impl AppState {
 /// The whole API.
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body;
-    Router::new()
+    let router = Router::new()
         .route("/data", get(data::list).fallback(wrong_method))
         .route("/data/latest", get(data::latest).fallback(wrong_method))
         .route(
@@ -106,8 +110,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         // Telegraf and other InfluxDB clients gzip their bodies by default.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Inside `track`, so that refused requests are counted under their routes.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn(track))
-        .with_state(state)
+        .with_state(state);
+    auth::with_security_headers(router)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -57,7 +57,7 @@ impl Source for HttpPoll {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(url = %self.url, error = %e, "poll failed; retrying next interval");
+                        tracing::warn!(url = %crate::store::redact_url(&self.url), error = %e, "poll failed; retrying next interval");
                         if self.interval.is_zero() {
                             tokio::time::sleep(RETRY_PAUSE).await;
                         }
@@ -72,10 +72,17 @@ impl Source for HttpPoll {
 }
 
 async fn poll(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
-    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    // Errors without the URL: it may carry a password, and the caller names the source.
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("the endpoint answered {status}"));
     }
-    resp.bytes().await.map_err(|e| e.to_string())
+    resp.bytes()
+        .await
+        .map_err(|e| e.without_url().to_string())
 }

@@ -192,7 +192,7 @@ impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceSpec::File(p) => write!(f, "{}", p.display()),
-            SourceSpec::HttpPoll(u) => f.write_str(u),
+            SourceSpec::HttpPoll(u) => f.write_str(&crate::store::redact_url(u)),
             SourceSpec::Mqtt(m) => {
                 let scheme = if m.tls { "mqtts" } else { "mqtt" };
                 write!(f, "{scheme}://{}:{}/{}", m.host, m.port, m.filter)

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Batch, Source, SourceError};
 use crate::reading::{MachineId, parse_all};
 
-/// A parsed `mqtt://` source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `mqtt://` source. Its Debug form hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttSpec {
     /// Broker host.
     pub host: String,
@@ -31,7 +31,35 @@ pub struct MqttSpec {
     pub filter: String,
 }
 
+impl std::fmt::Debug for MqttSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSpec")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
+/// The variable that gives the MQTT password when the URL names a user without one, so that
+/// the password is not on the command line (where `ps` shows it).
+pub const PASSWORD_ENV: &str = "MILLWATCH_MQTT_PASSWORD";
+
 impl MqttSpec {
+    /// The user name and password to log in with: the URL's, the password from
+    /// [`PASSWORD_ENV`] when the URL gives a user but no password.
+    pub fn login(&self) -> Option<(String, String)> {
+        let (user, password) = self.credentials.clone()?;
+        if password.is_empty()
+            && let Ok(from_env) = std::env::var(PASSWORD_ENV)
+        {
+            return Some((user, from_env));
+        }
+        Some((user, password))
+    }
+
     /// Reads `mqtt[s]://[user:pass@]host[:port]/topic-filter`. The filter is taken verbatim
     /// (a `#` is not a URL fragment here); `%23` and `%2B` also stand for `#` and `+`.
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -147,8 +175,8 @@ impl Source for MqttSource {
                 .set_clean_session(false)
                 .set_manual_acks(true)
                 .set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
-            if let Some((u, p)) = &spec.credentials {
-                options.set_credentials(u.clone(), p.clone());
+            if let Some((u, p)) = spec.login() {
+                options.set_credentials(u, p);
             }
             if spec.tls {
                 options.set_transport(Transport::Tls(rumqttc::TlsConfiguration::Native));

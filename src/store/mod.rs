@@ -118,8 +118,9 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// A store as named by `--store` (SPEC §3).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A store as named by `--store` (SPEC §3). Shown (Display and Debug) with any password
+/// of a PostgreSQL URL replaced by `***`, so that it can be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// Kept in memory, lost at exit.
     Memory,
@@ -149,6 +150,15 @@ impl StoreSpec {
         }
     }
 
+    /// The spec as it may be logged: a PostgreSQL URL's password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreSpec::Memory => "memory".into(),
+            StoreSpec::Sqlite(p) => format!("sqlite:{}", p.display()),
+            StoreSpec::Postgres(url) => redact_url(url),
+        }
+    }
+
     /// Opens the store.
     pub async fn open(&self, durability: sqlite::Durability) -> Result<Arc<dyn Store>, StoreError> {
         match self {
@@ -159,6 +169,54 @@ impl StoreSpec {
     }
 }
 
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreSpec({:?})", self.redacted())
+    }
+}
+
+/// `scheme://user:***@host/…`: the password of the user-info part and any `password=` query
+/// parameter (libpq takes both) replaced, the rest as given.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority_end, _) = rest
+        .char_indices()
+        .find(|(_, c)| matches!(c, '/' | '?' | '#'))
+        .unwrap_or((rest.len(), ' '));
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((info, host)) => match info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    if scheme.is_empty() {
+        format!("{authority}{tail}")
+    } else {
+        format!("{scheme}://{authority}{tail}")
+    }
+}
+
 /// The state a store gives back at start: records to replay and the last status of each machine.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
@@ -166,4 +224,29 @@ pub struct Recovery {
     pub records: Vec<ProcessedRecord>,
     /// The latest status change of each machine.
     pub statuses: Vec<StatusChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_passwords_are_not_shown() {
+        for (url, want) in [
+            (
+                "postgres://mw:s3cret@db:5432/plant",
+                "postgres://mw:***@db:5432/plant",
+            ),
+            ("postgres://mw@db/plant", "postgres://mw@db/plant"),
+            (
+                "postgresql://db/plant?user=mw&password=s3cret&sslmode=require",
+                "postgresql://db/plant?user=mw&password=***&sslmode=require",
+            ),
+            ("postgres://a:b:c@db", "postgres://a:***@db"),
+        ] {
+            let spec = StoreSpec::parse(url).unwrap();
+            assert_eq!(spec.to_string(), want);
+            assert!(!format!("{spec:?}").contains("s3cret"));
+        }
+    }
 }

@@ -81,7 +81,19 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Failed(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+            .map_err(|e| {
+                StoreError::Failed(format!(
+                    "{:?} is not a PostgreSQL URL: {e}",
+                    super::redact_url(url)
+                ))
+            })?;
+        // libpq reads PGPASSWORD by itself; tokio-postgres does not. Taken only when the URL
+        // has no password, so that it never has to be written where `ps` shows it.
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
         if config.get_application_name().is_none() {
             config.application_name("millwatch");
         }
