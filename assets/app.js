@@ -64,7 +64,7 @@
 
   /** GET a JSON document; a non-2xx answer throws with the server's `error` message. */
   async function getJSON(path) {
-    const r = await fetch(path, { headers: { accept: "application/json" } });
+    const r = await millwatchAuth.fetch(path, { headers: { accept: "application/json" } });
     let body = null;
     try {
       body = await r.json();
@@ -378,7 +378,7 @@
 
   function connect() {
     let lost = false;
-    source = new EventSource("/events");
+    source = new millwatchAuth.EventSource("/events"); // auth.js: carries the token
     source.onopen = () => {
       setConn("connected", "live");
       if (lost) loadSnapshot();
@@ -514,7 +514,7 @@
     for (const b of box.querySelectorAll("button")) b.disabled = true;
     error.hidden = true;
     try {
-      const r = await fetch("/status", {
+      const r = await millwatchAuth.fetch("/status", {
         method: "POST",
         headers: { "content-type": "application/json", accept: "application/json" },
         body: JSON.stringify({ machine_id: id, status }),

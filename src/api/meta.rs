@@ -120,6 +120,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/app.js"),
     ),
     (
+        "auth.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/auth.js"),
+    ),
+    (
+        "auth.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/auth.css"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/app.css"),

@@ -77,12 +77,24 @@ async fn poll(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, Strin
         .get(url)
         .send()
         .await
-        .map_err(|e| e.without_url().to_string())?;
+        .map_err(describe)?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("the endpoint answered {status}"));
     }
-    resp.bytes()
-        .await
-        .map_err(|e| e.without_url().to_string())
+    resp.bytes().await.map_err(describe)
+}
+
+/// The error and its causes, without the URL: it may carry a password, and the caller names
+/// the source with the password hidden.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

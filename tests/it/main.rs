@@ -3,6 +3,7 @@
 
 mod analytics;
 mod api;
+mod auth;
 mod cli_ingest;
 mod crash;
 mod dashboard;
