@@ -108,7 +108,9 @@ mod tests {
         assert!(secret.starts_with("mw_") && secret.len() == 46, "{secret}");
         assert!(!toml.contains(secret));
         let tokens = Tokens::parse(toml).unwrap();
-        let t = tokens.find(secret).expect("the printed token is in the lines");
+        let t = tokens
+            .find(secret)
+            .expect("the printed token is in the lines");
         assert_eq!(t.name, "gateway");
         assert!(t.has(Role::Write) && t.has(Role::Read) && !t.has(Role::Operate));
         assert!(toml.contains("roles = [\"write\", \"read\"]"), "{toml}");

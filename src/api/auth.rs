@@ -616,7 +616,11 @@ mod tests {
         ] {
             assert!(host_allowed(ok, &allowed), "{ok}");
         }
-        for bad in ["evil.example", "localhost.evil.example", "mill.example.evil"] {
+        for bad in [
+            "evil.example",
+            "localhost.evil.example",
+            "mill.example.evil",
+        ] {
             assert!(!host_allowed(bad, &allowed), "{bad}");
         }
         assert!(host_allowed("anything", &["*".to_owned()]));
@@ -645,7 +649,9 @@ mod tests {
     #[test]
     fn credentials_are_found_and_removed() {
         let mut h = HeaderMap::new();
-        let uri: Uri = "/write?db=x&u=telegraf&p=s%3Dcret&precision=s".parse().unwrap();
+        let uri: Uri = "/write?db=x&u=telegraf&p=s%3Dcret&precision=s"
+            .parse()
+            .unwrap();
         assert_eq!(presented(&h, &uri, true).as_deref(), Some("s=cret"));
         assert_eq!(presented(&h, &uri, false), None);
         let clean = without_credentials(&uri).unwrap();
@@ -660,7 +666,10 @@ mod tests {
             HeaderValue::from_static("Basic dGVsZWdyYWY6c2VjcmV0"), // telegraf:secret
         );
         assert_eq!(presented(&h, &uri, true).as_deref(), Some("secret"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer xyz"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer xyz"),
+        );
         assert_eq!(presented(&h, &uri, false).as_deref(), Some("xyz"));
     }
 }

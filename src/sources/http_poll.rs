@@ -73,11 +73,7 @@ impl Source for HttpPoll {
 
 async fn poll(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
     // Errors without the URL: it may carry a password, and the caller names the source.
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(describe)?;
+    let resp = client.get(url).send().await.map_err(describe)?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("the endpoint answered {status}"));

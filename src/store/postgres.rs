@@ -79,14 +79,12 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
 impl PostgresStore {
     /// Connects, migrates the schema, and starts the writer.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| {
-                StoreError::Failed(format!(
-                    "{:?} is not a PostgreSQL URL: {e}",
-                    super::redact_url(url)
-                ))
-            })?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Failed(format!(
+                "{:?} is not a PostgreSQL URL: {e}",
+                super::redact_url(url)
+            ))
+        })?;
         // libpq reads PGPASSWORD by itself; tokio-postgres does not. Taken only when the URL
         // has no password, so that it never has to be written where `ps` shows it.
         if config.get_password().is_none()

@@ -106,7 +106,7 @@ enum Needs {
 /// What a caller with the route's role gets: an exact code, or anything but 401/403 for
 /// routes that other work adds (alert rules), whose answers depend on it.
 #[derive(Debug, Clone, Copy)]
-enum Ok_ {
+enum Success {
     Code(u16),
     Passes,
 }
@@ -117,12 +117,12 @@ struct Route {
     body: &'static str,
     ct: &'static str,
     needs: Needs,
-    ok: Ok_,
+    ok: Success,
 }
 
 fn routes() -> Vec<Route> {
     use Needs::*;
-    use Ok_::*;
+    use Success::*;
     let r = |method: Method, path, body, ct, needs, ok| Route {
         method,
         path,
@@ -251,12 +251,15 @@ async fn every_route_under_every_credential() {
             }
             let (status, head, body) =
                 send(&app, &route.method, route.path, route.body, &headers).await;
-            let what = format!("{} {} with {name}: {status} {body}", route.method, route.path);
+            let what = format!(
+                "{} {} with {name}: {status} {body}",
+                route.method, route.path
+            );
             let allowed = route.needs == Needs::Open || grants.contains(&route.needs);
             if allowed {
                 match route.ok {
-                    Ok_::Code(c) => assert_eq!(status, c, "{what}"),
-                    Ok_::Passes => assert!(status != 401 && status != 403, "{what}"),
+                    Success::Code(c) => assert_eq!(status, c, "{what}"),
+                    Success::Passes => assert!(status != 401 && status != 403, "{what}"),
                 }
             } else if token.is_none() || *token == Some(wrong.as_str()) {
                 assert_eq!(status, 401, "{what}");
@@ -290,7 +293,10 @@ async fn public_read_opens_gets_only() {
             vec![("content-type", route.ct)]
         };
         let (status, _, body) = send(&app, &route.method, route.path, route.body, &headers).await;
-        let what = format!("{} {} without a token: {status} {body}", route.method, route.path);
+        let what = format!(
+            "{} {} without a token: {status} {body}",
+            route.method, route.path
+        );
         match route.needs {
             Needs::Open | Needs::Read => assert!(status != 401 && status != 403, "{what}"),
             _ => assert_eq!(status, 401, "{what}"),
@@ -462,12 +468,9 @@ async fn influxdb_clients_credentials_are_taken_on_the_write_routes() {
     };
     let token = format!("Token {}", creds.write);
     let p = format!("/write?db=telegraf&u=telegraf&p={}", creds.write);
-    let cases: [(&str, String, Vec<(&str, &str)>); 3] = [
-        (
-            "u and p in the query (InfluxDB 1.x)",
-            p.clone(),
-            vec![],
-        ),
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 3] = [
+        ("u and p in the query (InfluxDB 1.x)", p.clone(), vec![]),
         (
             "Authorization: Token (InfluxDB 2.x)",
             "/api/v2/write?bucket=b&org=o".into(),
@@ -480,7 +483,10 @@ async fn influxdb_clients_credentials_are_taken_on_the_write_routes() {
         ),
     ];
     for (i, (what, path, headers)) in cases.iter().enumerate() {
-        let line = format!("cpu,machine_id=tg-{i} temperature={}.5 1700000000000000000", 60 + i);
+        let line = format!(
+            "cpu,machine_id=tg-{i} temperature={}.5 1700000000000000000",
+            60 + i
+        );
         let (s, _, b) = send(&app, &Method::POST, path, &line, headers).await;
         assert_eq!(s, 204, "{what}: {b}");
     }
@@ -522,7 +528,14 @@ async fn influxdb_clients_credentials_are_taken_on_the_write_routes() {
     )
     .await;
     assert_eq!(s, 401);
-    let (s, _, _) = send(&app, &Method::GET, &format!("/data?p={}", creds.admin), "", &[]).await;
+    let (s, _, _) = send(
+        &app,
+        &Method::GET,
+        &format!("/data?p={}", creds.admin),
+        "",
+        &[],
+    )
+    .await;
     assert_eq!(s, 401);
     let (s, _, _) = send(
         &app,
@@ -722,14 +735,14 @@ async fn token_new_output_parses_and_authenticates_and_no_secret_is_logged() {
     );
     let client = reqwest::Client::new();
     let write = |path: String, line: &'static str| {
-        client
-            .post(format!("{}{path}", s.base))
-            .body(line)
-            .send()
+        client.post(format!("{}{path}", s.base)).body(line).send()
     };
-    let r = write(format!("/write?db=t&u=telegraf&p={token}"), "m,machine_id=tg v=1 1")
-        .await
-        .unwrap();
+    let r = write(
+        format!("/write?db=t&u=telegraf&p={token}"),
+        "m,machine_id=tg v=1 1",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 204);
     let r = client
         .post(format!("{}/api/v2/write?bucket=b", s.base))
@@ -777,13 +790,7 @@ async fn token_new_output_parses_and_authenticates_and_no_secret_is_logged() {
         log.contains("127.0.0.1:1"),
         "the sources logged their failures: {log}"
     );
-    for secret in [
-        token,
-        &creds.read,
-        "mqttsecret",
-        "httpsecret",
-        "envsecret",
-    ] {
+    for secret in [token, &creds.read, "mqttsecret", "httpsecret", "envsecret"] {
         assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
     }
 }
@@ -797,10 +804,215 @@ async fn postgres_password_is_not_logged() {
     let url = url.replacen("://postgres@", "://postgres:pgsecret@", 1);
     assert!(url.contains("pgsecret"), "{url}");
     let s = serve(
-        &["--listen", "127.0.0.1:0", "--source", "none", "--store", &url],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "none",
+            "--store",
+            &url,
+        ],
         &[],
     );
     let log = s.log.lock().unwrap().clone();
     assert!(log.contains("store=postgres://postgres:***@"), "{log}");
     assert!(!log.contains("pgsecret"), "{log}");
+}
+
+/// Whether the sign-in form is showing, and its message.
+const LOGIN: &str = r##"const o = document.getElementById("login-overlay");
+    return o && !o.hidden ? document.getElementById("login-message").textContent : null;"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_signs_in_with_a_token_and_follows_live_events() {
+    use crate::dashboard::{CHROMEDRIVER, Driver, card_shows, eventually, js};
+    use fantoccini::Locator;
+    use serde_json::json;
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
+            eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
+            return;
+        }
+        panic!("{CHROMEDRIVER} is missing: run scripts/test.sh (or MILLWATCH_SKIP_SERVICES=1)");
+    }
+    let creds = Creds::new();
+    let operators = new_secret().unwrap();
+    let file = format!(
+        "{}[[token]]\nname = \"operators\"\nhash = \"{}\"\nroles = [\"read\", \"operate\"]\n",
+        creds.file,
+        hash_token(&operators)
+    );
+    let app = app_with(Access {
+        tokens: Some(Arc::new(Tokens::parse(&file).unwrap())),
+        public_read: false,
+        allowed_hosts: vec![],
+    })
+    .await;
+    let gateway = format!("Bearer {}", creds.write);
+    let ingest = |body: &'static str| {
+        let app = &app;
+        let gateway = gateway.clone();
+        async move {
+            let (s, _, b) = send(
+                app,
+                &Method::POST,
+                "/ingest",
+                body,
+                &[
+                    ("authorization", &gateway),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    ingest(r#"{"machine_id": "press-01", "temperature": 70.25}"#).await;
+
+    let driver = Driver::start();
+    let c = driver.connect().await;
+    c.goto(&format!("{}/", app.base))
+        .await
+        .expect("the page loads");
+    // The page asks for a token; a wrong one is refused and the form comes back.
+    let first = eventually("the sign-in form", || async {
+        match js(&c, LOGIN, vec![]).await {
+            Value::String(m) => Ok(m),
+            v => Err(v.to_string()),
+        }
+    })
+    .await;
+    assert!(first.contains("needs an access token"), "{first}");
+    let sign_in = |token: String| {
+        let c = &c;
+        async move {
+            let input = c
+                .find(Locator::Id("login-token"))
+                .await
+                .expect("the token field");
+            input.send_keys(&token).await.expect("typing the token");
+            c.find(Locator::Css("#login button[type=submit]"))
+                .await
+                .expect("the sign-in button")
+                .click()
+                .await
+                .expect("a click on sign in");
+        }
+    };
+    sign_in(format!("{}x", operators)).await;
+    eventually("the form to come back after a wrong token", || async {
+        match js(&c, LOGIN, vec![]).await {
+            Value::String(m) if m.contains("refused") => Ok(()),
+            v => Err(v.to_string()),
+        }
+    })
+    .await;
+    sign_in(operators.clone()).await;
+
+    // Signed in: the snapshot, then the live stream (fetch with the token, not EventSource).
+    card_shows(&c, "press-01", "70.25").await;
+    eventually("the connection indicator to say live", || async {
+        let v = js(
+            &c,
+            "return document.getElementById('conn').className;",
+            vec![],
+        )
+        .await;
+        if v.as_str().is_some_and(|s| s.contains("conn-connected")) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    assert_eq!(js(&c, LOGIN, vec![]).await, Value::Null, "the form is gone");
+    // Violations of the content security policy from here on are recorded.
+    js(
+        &c,
+        r##"window.cspViolations = [];
+           document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));"##,
+        vec![],
+    )
+    .await;
+    ingest(r#"{"machine_id": "press-01", "temperature": 88.5}"#).await;
+    card_shows(&c, "press-01", "88.5").await;
+
+    // Once per session: a reload does not ask again, and the token is in sessionStorage only,
+    // never in a URL the page fetched.
+    c.refresh().await.expect("reload");
+    card_shows(&c, "press-01", "88.5").await;
+    assert_eq!(js(&c, LOGIN, vec![]).await, Value::Null, "not asked again");
+    let kept = js(
+        &c,
+        r##"return [sessionStorage.getItem("millwatch.token"), localStorage.length, document.cookie,
+                   performance.getEntriesByType("resource").map(e => e.name).concat([location.href])];"##,
+        vec![],
+    )
+    .await;
+    assert_eq!(kept[0], json!(operators));
+    assert_eq!(kept[1], json!(0), "nothing in localStorage");
+    assert_eq!(kept[2], json!(""), "no cookie");
+    for url in kept[3].as_array().unwrap() {
+        assert!(!url.as_str().unwrap().contains(&operators), "{url}");
+    }
+    js(
+        &c,
+        r##"window.cspViolations = [];
+           document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));"##,
+        vec![],
+    )
+    .await;
+
+    // A status button changes the job status through the API.
+    c.find(Locator::Css(r##".card[data-machine="press-01"]"##))
+        .await
+        .expect("the card")
+        .click()
+        .await
+        .expect("a click on the card");
+    let button = r##"#status-buttons button[data-status="STARTED"]"##;
+    eventually("the STARTED button", || async {
+        let n = js(
+            &c,
+            &format!("return document.querySelectorAll('{button}').length;"),
+            vec![],
+        )
+        .await;
+        if n == json!(1) {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    c.find(Locator::Css(button))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("a click on STARTED");
+    eventually("press-01 to be STARTED in the API", || async {
+        let s = status_now(&app, Some(&creds.read)).await;
+        if s == "STARTED" { Ok(()) } else { Err(s) }
+    })
+    .await;
+    card_shows(&c, "press-01", "STARTED").await;
+    eventually("the chart in the detail view", || async {
+        let n = js(
+            &c,
+            "return document.querySelectorAll('#chart .uplot canvas').length;",
+            vec![],
+        )
+        .await;
+        if n.as_u64() > Some(0) {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    let violations = js(&c, "return window.cspViolations;", vec![]).await;
+    assert_eq!(violations, json!([]), "the page keeps to its policy");
+    c.close().await.expect("the session closes");
+    drop(driver);
 }
