@@ -51,13 +51,15 @@ impl MqttSpec {
     /// The user name and password to log in with: the URL's, the password from
     /// [`PASSWORD_ENV`] when the URL gives a user but no password.
     pub fn login(&self) -> Option<(String, String)> {
+        self.login_with(std::env::var(PASSWORD_ENV).ok())
+    }
+
+    fn login_with(&self, from_env: Option<String>) -> Option<(String, String)> {
         let (user, password) = self.credentials.clone()?;
-        if password.is_empty()
-            && let Ok(from_env) = std::env::var(PASSWORD_ENV)
-        {
-            return Some((user, from_env));
+        match from_env {
+            Some(p) if password.is_empty() => Some((user, p)),
+            _ => Some((user, password)),
         }
-        Some((user, password))
     }
 
     /// Reads `mqtt[s]://[user:pass@]host[:port]/topic-filter`. The filter is taken verbatim
@@ -261,6 +263,24 @@ impl Source for MqttSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_from_the_environment_only_when_the_url_has_none() {
+        let env = || Some("from-env".to_owned());
+        let with = MqttSpec::parse("mqtt://mw:inurl@b:1883/t").unwrap();
+        assert_eq!(with.login_with(env()), Some(("mw".into(), "inurl".into())));
+        let without = MqttSpec::parse("mqtt://mw@b:1883/t").unwrap();
+        assert_eq!(
+            without.login_with(env()),
+            Some(("mw".into(), "from-env".into()))
+        );
+        assert_eq!(without.login_with(None), Some(("mw".into(), String::new())));
+        let anonymous = MqttSpec::parse("mqtt://b:1883/t").unwrap();
+        assert_eq!(anonymous.login_with(env()), None);
+        assert!(!format!("{with:?}").contains("inurl"), "{with:?}");
+        let name = super::super::SourceSpec::Mqtt(with).to_string();
+        assert!(!name.contains("inurl"), "{name}");
+    }
 
     #[test]
     fn urls() {
