@@ -229,7 +229,7 @@ pub struct AccessArgs {
     /// A host name that clients use to reach this server (the Host header), besides IP
     /// addresses and localhost; repeat for several. Other names are refused, which stops
     /// DNS-rebinding pages. "*" allows any name (behind a proxy that checks it).
-    #[arg(long = "allowed-host", value_name = "NAME")]
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = crate::api::auth::parse_allowed_host)]
     pub allowed_hosts: Vec<String>,
 }
 

@@ -50,11 +50,7 @@ fn access(args: &ServeArgs) -> Result<api::auth::Access, ServeError> {
     Ok(api::auth::Access {
         tokens,
         public_read: a.public_read,
-        allowed_hosts: a
-            .allowed_hosts
-            .iter()
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
-            .collect(),
+        allowed_hosts: a.allowed_hosts.clone(),
     })
 }
 

@@ -299,6 +299,20 @@ fn request_authority(req: &Request) -> Result<Option<Authority>, ApiError> {
     Ok(req.uri().authority().cloned())
 }
 
+/// An `--allowed-host` value as the Host check compares it: lower case, without a trailing
+/// dot or a port.
+pub fn parse_allowed_host(s: &str) -> Result<String, String> {
+    if s == "*" {
+        return Ok(s.to_owned());
+    }
+    let a = s
+        .parse::<Authority>()
+        .ok()
+        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+        .ok_or_else(|| format!("{s:?} is not a host name"))?;
+    Ok(a.host().trim_end_matches('.').to_ascii_lowercase())
+}
+
 /// The Host check: IP literals, `localhost` and `--allowed-host` names pass.
 pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -414,6 +428,18 @@ fn check(access: &Access, req: &Request) -> Result<(), ApiError> {
         let host = a.host();
         return Err(ApiError::Forbidden(format!(
             "Host {host:?} is not a name of this server: if it is, start it with --allowed-host {host}"
+        )));
+    }
+    // Browsers that send Fetch Metadata say outright where a request comes from; this also
+    // covers a browser that leaves Origin out.
+    if changes_state(req.method())
+        && let Some(site) = req.headers().get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(ApiError::Forbidden(format!(
+            "a {} from another site (Sec-Fetch-Site: {}) is refused",
+            req.method(),
+            site.to_str().unwrap_or("?")
         )));
     }
     if changes_state(req.method())
@@ -624,6 +650,12 @@ mod tests {
             assert!(!host_allowed(bad, &allowed), "{bad}");
         }
         assert!(host_allowed("anything", &["*".to_owned()]));
+        assert_eq!(
+            parse_allowed_host("Mill.Example.:8080").as_deref(),
+            Ok("mill.example")
+        );
+        assert!(parse_allowed_host("a b").is_err());
+        assert!(parse_allowed_host("").is_err());
     }
 
     #[test]

@@ -342,6 +342,19 @@ async fn a_foreign_origin_changes_nothing() {
         .await;
         assert_eq!(s, 403, "{b}");
     }
+    // Fetch Metadata from a browser that left Origin out.
+    let (s, _, b) = send(
+        &app,
+        &Method::POST,
+        "/status",
+        body,
+        &[
+            ("content-type", "text/plain"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
     assert_eq!(status_now(&app, None).await, "IDLE");
     let (_, _, data) = send(&app, &Method::GET, "/data", "", &[]).await;
     assert_eq!(data, "[]", "no reading was stored");
