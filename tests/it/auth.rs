@@ -832,6 +832,26 @@ async fn postgres_password_is_not_logged() {
     assert!(!log.contains("pgsecret"), "{log}");
 }
 
+/// A page on another origin: a bare HTTP server on its own port, without any policy.
+fn foreign_page() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let page = "<!doctype html><title>elsewhere</title><p>another site";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    url
+}
+
 /// Whether the sign-in form is showing, and its message.
 const LOGIN: &str = r##"const o = document.getElementById("login-overlay");
     return o && !o.hidden ? document.getElementById("login-message").textContent : null;"##;
@@ -1026,6 +1046,33 @@ async fn dashboard_signs_in_with_a_token_and_follows_live_events() {
     .await;
     let violations = js(&c, "return window.cspViolations;", vec![]).await;
     assert_eq!(violations, json!([]), "the page keeps to its policy");
+
+    // The attack of issue 16, in the browser: a page of another origin posts a status change
+    // with `no-cors` and text/plain to the loopback default (no --auth). It changes nothing.
+    let victim = TestApp::start().await;
+    let evil = foreign_page();
+    c.goto(&evil).await.expect("the foreign page loads");
+    let sent = c
+        .execute_async(
+            r##"const done = arguments[arguments.length - 1];
+               fetch(arguments[0] + "/status", {method: "POST", mode: "no-cors",
+                 headers: {"content-type": "text/plain"},
+                 body: JSON.stringify({machine_id: "press-01", status: "RUNNING"})})
+               .then(() => done("sent"), (e) => done("failed: " + e));"##,
+            vec![json!(victim.base)],
+        )
+        .await
+        .expect("the script runs");
+    assert_eq!(
+        sent,
+        json!("sent"),
+        "the browser sent it (an opaque answer)"
+    );
+    assert_eq!(
+        status_now(&victim, None).await,
+        "IDLE",
+        "and nothing changed"
+    );
     c.close().await.expect("the session closes");
     drop(driver);
 }
