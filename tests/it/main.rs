@@ -4,6 +4,7 @@
 mod analytics;
 mod api;
 mod auth;
+mod auth_browser;
 mod cli_ingest;
 mod crash;
 mod dashboard;
