@@ -90,6 +90,15 @@
       const headers = new Headers((init && init.headers) || {});
       if (used) headers.set("authorization", `Bearer ${used}`);
       const r = await fetch(url, { ...init, headers });
+      if (r.status === 403 && used && !(init && init.method && init.method !== "GET")) {
+        // A token that cannot read (a gateway's) is no use to the page: ask for another.
+        const body = await r.clone().json().catch(() => null);
+        const why = body && typeof body.error === "string" ? body.error : "";
+        if (!why.includes("lacks the role")) return r;
+        forget(used);
+        await signIn(`That token cannot read this page (${why}): enter another.`);
+        continue;
+      }
       if (r.status !== 401) return r;
       if (used) forget(used);
       await signIn(used ? "That token was refused: enter another." : "This server needs an access token.");

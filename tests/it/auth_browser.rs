@@ -120,6 +120,15 @@ async fn dashboard_signs_in_with_a_token_and_follows_live_events() {
         }
     })
     .await;
+    // A token that cannot read (the gateway's) is no use to the page: the form asks again.
+    sign_in(creds.write.clone()).await;
+    eventually("the form to come back after a write-only token", || async {
+        match js(&c, LOGIN, vec![]).await {
+            Value::String(m) if m.contains("cannot read") => Ok(()),
+            v => Err(v.to_string()),
+        }
+    })
+    .await;
     sign_in(operators.clone()).await;
 
     // Signed in: the snapshot, then the live stream (fetch with the token, not EventSource).
