@@ -183,7 +183,7 @@ pub struct ServeArgs {
 
     /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db
     /// (a password missing from the URL is taken from PGPASSWORD).
-    #[arg(long, env = "MILLWATCH_STORE", default_value = "sqlite:millwatch.db", value_parser = StoreSpec::parse)]
+    #[arg(long, env = "MILLWATCH_STORE", hide_env_values = true, default_value = "sqlite:millwatch.db", value_parser = StoreSpec::parse)]
     pub store: StoreSpec,
 
     #[command(flatten)]

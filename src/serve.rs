@@ -35,7 +35,12 @@ fn access(args: &ServeArgs) -> Result<api::auth::Access, ServeError> {
         )),
         None => None,
     };
-    if tokens.is_none() && !args.listen.ip().is_loopback() {
+    if tokens.is_none() && a.allowed_hosts.iter().any(|h| h == "*") && !a.insecure_no_auth {
+        return Err(ServeError::Usage(
+            "refusing --allowed-host '*' without --auth: with the Host check off, a DNS-rebinding web page could read and change everything; give --auth FILE, name the hosts, or add --insecure-no-auth to accept that".into(),
+        ));
+    }
+    if tokens.is_none() && !is_loopback(args.listen.ip()) {
         if !a.insecure_no_auth {
             return Err(ServeError::Usage(format!(
                 "refusing to listen on {} without --auth: anyone on the network could write readings and change statuses; give --auth FILE (tokens from `millwatch token new`), or --insecure-no-auth to accept that",
@@ -52,6 +57,16 @@ fn access(args: &ServeArgs) -> Result<api::auth::Access, ServeError> {
         public_read: a.public_read,
         allowed_hosts: a.allowed_hosts.clone(),
     })
+}
+
+/// Whether `ip` reaches this host only, IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`) included.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+    }
 }
 
 /// Runs the service until a shutdown signal.

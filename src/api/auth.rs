@@ -137,7 +137,24 @@ impl Tokens {
 
     /// Parses the TOML of an auth file: `[[token]]` tables of `name`, `hash`, `roles`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: AuthFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(n) = text
+            .lines()
+            .position(|l| l.trim_start().starts_with(TOKEN_PREFIX))
+        {
+            return Err(format!(
+                "line {} holds a token itself, which must never be in the file: remove that line and give the token to its client (the file keeps only the hash)",
+                n + 1
+            ));
+        }
+        // The parser's message quotes the offending line, which may hold a secret: keep only
+        // where it is and what was expected.
+        let file: AuthFile = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("not a valid auth file at line {line}: {}", e.message())
+            }
+            None => format!("not a valid auth file: {}", e.message()),
+        })?;
         let mut entries: Vec<TokenEntry> = Vec::with_capacity(file.token.len());
         for t in file.token {
             if t.name.is_empty() {
@@ -209,12 +226,16 @@ pub fn hash_token(secret: &str) -> String {
     s
 }
 
+/// How every token made by `millwatch token new` starts, so that one pasted into the auth file
+/// by mistake is recognised and refused without being echoed.
+pub const TOKEN_PREFIX: &str = "mw_";
+
 /// A new secret: `mw_` and 32 bytes from the operating system's random source, base64url.
 pub fn new_secret() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!(
-        "mw_{}",
+        "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
 }

@@ -181,39 +181,88 @@ impl std::fmt::Debug for StoreSpec {
     }
 }
 
-/// `scheme://user:***@host/…`: the password of the user-info part and any `password=` query
-/// parameter (libpq takes both) replaced, the rest as given.
+/// A URL as it may be logged or shown: secrets replaced by `***`.
+///
+/// The user-info part runs to the first `@`, as tokio-postgres reads it (a password may hold an
+/// unencoded `/`); of it only a PostgreSQL user name is kept, since elsewhere (an HTTP source) a
+/// lone user name is often a token. Query values are hidden too: a PostgreSQL URL's `password=`,
+/// and every value of any other URL (gateways take `?token=` or `?api_key=`).
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority_end, _) = rest
-        .char_indices()
-        .find(|(_, c)| matches!(c, '/' | '?' | '#'))
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((info, host)) => match info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
+    let postgres = matches!(scheme, "postgres" | "postgresql");
+    let (userinfo, rest) = match rest.split_once('@') {
+        Some((info, after)) => (Some(info), after),
+        None => (None, rest),
     };
-    let tail = match tail.split_once('?') {
+    let userinfo = userinfo.map(|info| match info.split_once(':') {
+        Some((user, _)) if postgres && !user.contains('/') => format!("{user}:***@"),
+        None if postgres && !info.contains('/') => format!("{info}@"),
+        _ => "***@".to_owned(),
+    });
+    let rest = match rest.split_once('?') {
         Some((path, query)) => {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    Some((k, _)) if !postgres || k.eq_ignore_ascii_case("password") => {
+                        format!("{k}=***")
+                    }
                     _ => pair.to_owned(),
                 })
                 .collect();
             format!("{path}?{}", query.join("&"))
         }
-        None => tail.to_owned(),
+        None => rest.to_owned(),
     };
+    let userinfo = userinfo.unwrap_or_default();
     if scheme.is_empty() {
-        format!("{authority}{tail}")
+        format!("{userinfo}{rest}")
     } else {
-        format!("{scheme}://{authority}{tail}")
+        format!("{scheme}://{userinfo}{rest}")
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn secrets_are_hidden_wherever_they_sit() {
+        let cases = [
+            ("postgres://mw:S3CRET@db/x", "postgres://mw:***@db/x"),
+            // tokio-postgres reads user-info up to the first '@', so a '/' in the password
+            // must not end it here either.
+            (
+                "postgres://mw:pa/SECRET@127.0.0.1:5432/plant",
+                "postgres://mw:***@127.0.0.1:5432/plant",
+            ),
+            (
+                "postgres://postgres@127.0.0.1/test",
+                "postgres://postgres@127.0.0.1/test",
+            ),
+            (
+                "postgres://h/db?sslmode=disable&password=S3CRET",
+                "postgres://h/db?sslmode=disable&password=***",
+            ),
+            (
+                "http://gw/r.json?access_token=SECRETQ&x=1",
+                "http://gw/r.json?access_token=***&x=***",
+            ),
+            (
+                "http://SECRETUSERTOKEN@gw.invalid/r",
+                "http://***@gw.invalid/r",
+            ),
+            ("https://u:SECRET@gw/r", "https://***@gw/r"),
+            (
+                "http://127.0.0.1:9000/data.json",
+                "http://127.0.0.1:9000/data.json",
+            ),
+        ];
+        for (url, want) in cases {
+            let got = redact_url(url);
+            assert_eq!(got, want, "{url}");
+            assert!(!got.contains("SECRET"), "{got}");
+        }
     }
 }
 
