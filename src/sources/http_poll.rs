@@ -72,10 +72,14 @@ impl Source for HttpPoll {
 }
 
 async fn poll(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
-    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| crate::chain::chain(&e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("the endpoint answered {status}"));
     }
-    resp.bytes().await.map_err(|e| e.to_string())
+    resp.bytes().await.map_err(|e| crate::chain::chain(&e))
 }
