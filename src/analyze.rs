@@ -160,11 +160,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
         .filter(|p| points.get(p.as_str()).is_none_or(Vec::is_empty))
         .collect();
     if !missing.is_empty() {
-        let numeric: Vec<&str> = points
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let numeric: Vec<&str> = points.keys().map(String::as_str).collect();
         let states: Vec<&str> = states.iter().map(String::as_str).collect();
         let whose = match &args.machine {
             Some(m) => format!("readings of {m} in {}", args.file.display()),

@@ -143,7 +143,7 @@ async fn unknown_machine_or_parameter(
             .map(|m| m.to_string())
             .collect();
         return Err(ApiError::NotFound(format!(
-            "machine_id: no readings of {machine:?}; machines with readings: {}",
+            "machine_id: no readings of \"{machine}\"; machines with readings: {}",
             if machines.is_empty() {
                 "none yet".to_owned()
             } else {
