@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A chromedriver child process in its own process group, killed with the Chromium it started
 /// when dropped, also when the test panics (killing chromedriver alone would orphan Chromium).
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     /// Chromium's profile, removed after the driver is gone.
@@ -37,7 +37,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         // A free port: bind port 0, note it, release it for chromedriver.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -58,7 +58,7 @@ impl Driver {
     }
 
     /// A headless Chromium session; retried while chromedriver is still starting.
-    async fn connect(&self) -> Client {
+    pub(crate) async fn connect(&self) -> Client {
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
         caps.insert(
@@ -91,7 +91,7 @@ impl Driver {
 
 /// Polls `probe` until it yields `Ok`, for up to `PATIENCE`; panics with the last `Err`, which
 /// says what the page showed instead.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -109,7 +109,7 @@ where
 }
 
 /// Runs a script in the page and returns its value.
-async fn js(c: &Client, script: &str, args: Vec<Value>) -> Value {
+pub(crate) async fn js(c: &Client, script: &str, args: Vec<Value>) -> Value {
     c.execute(script, args).await.expect("the script runs")
 }
 
@@ -126,7 +126,7 @@ async fn card_text(c: &Client, machine: &str) -> Result<String, String> {
 }
 
 /// Waits until the card of `machine` contains `text`.
-async fn card_shows(c: &Client, machine: &str, text: &str) -> String {
+pub(crate) async fn card_shows(c: &Client, machine: &str, text: &str) -> String {
     eventually(&format!("card {machine} to show {text:?}"), || async {
         let t = card_text(c, machine).await?;
         if t.contains(text) { Ok(t) } else { Err(t) }

@@ -6,6 +6,7 @@ mod api;
 mod cli_ingest;
 mod crash;
 mod dashboard;
+mod dashboard_firsthour;
 mod firsthour;
 mod mqtt;
 mod pg;
