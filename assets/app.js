@@ -770,7 +770,8 @@
       if (j === 0) return;
       const [v, x] = at(j);
       if (j === 1 && x != null) when = x;
-      if (s.label === "anomaly" && v == null) return;
+      // An anomaly is shown only when the hovered point is one, not as "the latest".
+      if (s.label === "anomaly" && (v == null || idx == null)) return;
       const item = el("span", "legend-item");
       item.dataset.series = s.label;
       const swatch = el("span", "swatch");

@@ -10,6 +10,7 @@ mod dashboard_firsthour;
 mod firsthour;
 mod mqtt;
 mod pg;
+mod readme;
 mod serve_bin;
 mod stores;
 mod support;
