@@ -508,4 +508,19 @@ fn connection_errors_name_their_cause() {
         err.contains("poll failed") && err.to_lowercase().contains("connection refused"),
         "{err}"
     );
+    // An MQTT broker that is not there.
+    let mut child = Command::new(bin())
+        .args(["ingest", "mqtt://127.0.0.1:9/plant/+/telemetry"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("broker connection lost") && err.to_lowercase().contains("connection refused"),
+        "{err}"
+    );
 }
