@@ -739,6 +739,8 @@
       width: chart.clientWidth || 800,
       height: Math.max(220, Math.min(380, Math.round(innerHeight * 0.4))),
       series,
+      // Room at the right for the last time label, which is centred on its tick.
+      padding: [12, 36, 0, 0],
       // Our own legend (below the chart) shows the latest values, and the hovered ones.
       legend: { show: false },
       hooks: { setCursor: [(u) => renderLegend(u.cursor.idx)] },
