@@ -100,8 +100,8 @@ pub(crate) struct IngestAnswer {
 /// Readings in: one object, an array, or NDJSON. All or nothing: either every reading is
 /// valid and the batch is stored before the answer, or nothing is stored.
 #[utoipa::path(post, path = "/ingest", tag = "data",
-    request_body(content = super::meta::ReadingDoc, description = "A reading, an array of readings, NDJSON (application/x-ndjson), or CSV (text/csv) with a header row",
-        content_type = "application/json"),
+    request_body(description = "A reading, an array of readings, NDJSON (application/x-ndjson), or CSV (text/csv) with a header row naming the fields",
+        content((super::meta::ReadingDoc = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))),
     responses(
         (status = 200, description = "Stored", body = IngestAnswer),
         (status = 400, description = "Malformed JSON or an invalid reading; names the index and the field", body = super::ErrorBody),
