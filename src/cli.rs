@@ -185,9 +185,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// A state parameter of the readings (such as status) whose value drives the job status
-    /// where it is a job status and the lifecycle allows the change. A refused change is
-    /// counted in /metrics and logged, never an error of the reading.
+    /// A state parameter of the readings (such as status) whose value drives the job status:
+    /// each time a machine's reported value changes to a job status that the lifecycle
+    /// allows. A refused change is counted in /metrics and logged, never an error of the
+    /// reading.
     #[arg(long, value_name = "PARAM", value_parser = crate::reading::ParamName::parse)]
     pub status_from: Option<crate::reading::ParamName>,
 

@@ -92,31 +92,65 @@ async fn status_from_status_with_the_seed_data_ends_in_the_status_it_implies() {
     assert!(s.contains("PAUSED"), "{s}");
 }
 
-/// Runs the simulator's plant (with its MES) against a service for `span`.
-async fn with_plant<F: std::future::Future<Output = ()>>(
-    app_service: std::sync::Arc<millwatch::service::Service>,
-    span: Duration,
-    during: impl FnOnce() -> F,
-) {
+/// The simulator's plant (with its MES) running against a service until dropped.
+struct Plant(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Plant {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn start_plant(service: std::sync::Arc<millwatch::service::Service>) -> Plant {
     use millwatch::sources::Source;
     use millwatch::sources::simulate::{Mes, Simulator};
     let sim = Box::new(Simulator::new(
         3,
         Duration::from_millis(5),
-        Some(Mes::new(app_service.clone())),
+        Some(Mes::new(service.clone())),
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<millwatch::sources::Batch>(64);
     let feeder = tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
             let (readings, _, _) = batch.split("simulate");
-            let _ = app_service.ingest(readings).await;
+            let _ = service.ingest(readings).await;
         }
     });
-    let plant = tokio::spawn(sim.run(tx));
-    during().await;
-    tokio::time::sleep(span).await;
-    plant.abort();
-    feeder.abort();
+    let plant = tokio::spawn(async move {
+        let _ = sim.run(tx).await;
+    });
+    Plant(vec![plant, feeder])
+}
+
+/// The job statuses `machine` went through, oldest first.
+async fn path_of(app: &TestApp, machine: &str) -> Vec<String> {
+    let h = app
+        .get(&format!("/status/history?machine_id={machine}&limit=10000"))
+        .await;
+    h.body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits (up to 30 s) until `done` holds for `machine`'s path.
+async fn until_path(app: &TestApp, machine: &str, what: &str, done: impl Fn(&[String]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = path_of(app, machine).await;
+        if done(&path) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{machine}: {what}; path {path:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,62 +162,59 @@ async fn a_pause_through_the_api_is_not_undone_by_the_simulators_mes() {
     )
     .await;
     let service = service.unwrap();
-    let svc = service.clone();
-    with_plant(svc, Duration::from_secs(2), || async {
-        // The MES starts its jobs; then a shift lead pauses one through the API.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let a = app.get("/status/sim-press-1").await;
-            if a.body["status"] == "RUNNING" {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the MES never ran the job"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        app.set_status("sim-press-1", "PAUSED", 200).await;
+    let plant = start_plant(service.clone());
+    // The MES starts its jobs; then a shift lead pauses one through the API.
+    until_path(&app, "sim-press-1", "the MES never ran the job", |p| {
+        p.last().is_some_and(|s| s == "RUNNING")
     })
     .await;
-    let a = app.get("/status/sim-press-1").await;
-    assert_eq!(a.body["status"], "PAUSED", "the MES undid the API's pause");
-    let h = app
-        .get("/status/history?machine_id=sim-press-1&limit=1")
-        .await;
-    assert_eq!(h.body[0]["status"], "PAUSED");
-    // The MES was busy meanwhile: the other machines' jobs moved (at 5 ms a tick, a pause
-    // lasts about 50 ms).
-    let others = app.get("/status/history?machine_id=sim-lathe-2").await;
-    assert!(
-        others.body.as_array().unwrap().len() >= 2,
-        "{}",
-        others.body
+    let a = app.set_status("sim-press-1", "PAUSED", 200).await;
+    assert_eq!(a.body["previous"], "RUNNING");
+    let paused_at = path_of(&app, "sim-press-1").await.len();
+    // Meanwhile the MES goes on with the other machines: wait until it has moved one of them
+    // four times more (without the protection, a pause lasts about 10 ticks of 5 ms; each
+    // of those moves takes many more).
+    let before = path_of(&app, "sim-lathe-2").await.len();
+    until_path(&app, "sim-lathe-2", "the MES stopped moving jobs", |p| {
+        p.len() >= before + 4
+    })
+    .await;
+    let path = path_of(&app, "sim-press-1").await;
+    assert_eq!(
+        path.len(),
+        paused_at,
+        "the MES undid the API's pause: {path:?}"
+    );
+    assert_eq!(
+        app.get("/status/sim-press-1").await.body["status"],
+        "PAUSED"
     );
 
     // The control: a pause that did not come through the API is the MES's to undo.
-    service
-        .set_status_by_plant(
-            millwatch::reading::MachineId::parse("sim-mill-3").unwrap(),
-            millwatch::status::JobStatus::Paused,
-            None,
-        )
-        .await
-        .ok();
-    with_plant(service.clone(), Duration::from_secs(2), || async {}).await;
-    let h = app.get("/status/history?machine_id=sim-mill-3").await;
-    let after_pause = h
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip_while(|c| c["status"] != "PAUSED")
-        .count();
-    assert!(
-        after_pause >= 2,
-        "the MES never moved sim-mill-3 on: {}",
-        h.body
-    );
+    let mill = millwatch::reading::MachineId::parse("sim-mill-3").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        service
+            .set_status_by_plant(mill.clone(), millwatch::status::JobStatus::Paused, None)
+            .await,
+        Ok(Some(_))
+    ) {
+        // Not now (a finished job cannot pause): try again at the next status.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sim-mill-3 never pausable"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let paused_at = path_of(&app, "sim-mill-3").await.len();
+    until_path(
+        &app,
+        "sim-mill-3",
+        "the MES never moved on from a pause of its own",
+        |p| p.len() > paused_at,
+    )
+    .await;
+    drop(plant);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
