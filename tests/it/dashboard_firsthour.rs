@@ -173,6 +173,22 @@ async fn job_status_and_machine_reports_are_named_apart_and_old_data_charts() {
             .unwrap()
             .contains("times in UTC")
     );
+    // The hour before the latest reading, in buckets, finds them too.
+    c.goto(&format!(
+        "{}/#machine=machine-1&param=temperature&range=1h",
+        app.base
+    ))
+    .await
+    .unwrap();
+    shows(
+        &c,
+        "#chart-span",
+        None,
+        "2024-10-27 11:00:40 – 2024-10-27 12:00:40 UTC",
+    )
+    .await;
+    shows(&c, "#summary", None, "readings 5").await;
+    shows(&c, "#legend", None, "temperature avg").await;
     // "all" takes everything stored.
     c.goto(&format!(
         "{}/#machine=machine-1&param=speed&range=all",
