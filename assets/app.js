@@ -23,7 +23,11 @@
     "5m": { ms: 5 * 60e3, bucket: null, refresh: 10e3 },
     "1h": { ms: 3600e3, bucket: "10s", refresh: 30e3 },
     "24h": { ms: 86400e3, bucket: "1m", refresh: 60e3 },
+    // Everything stored: the newest 10000 readings drawn, analytics over all of them.
+    all: { ms: Infinity, bucket: null, refresh: 60e3 },
   };
+  const THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.5, 1]; // anomaly thresholds offered, as fractions
+  const BASELINES = { global: "average of the range", moving: "moving average" };
 
   const $ = (id) => document.getElementById(id);
   const grid = $("grid");
@@ -59,7 +63,27 @@
     return `${Math.floor(h / 24)}d ${h % 24}h`;
   }
 
-  const fmtTime = (ms) => new Date(ms).toLocaleString();
+  // Times: one fixed pattern (not the browser's locale), in the browser's zone, which the page
+  // names once (header) and the detail view beside its times.
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  const zoneName = (() => {
+    let name = "";
+    try {
+      name = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    } catch (_) {
+      /* no Intl: the offset alone */
+    }
+    const off = -new Date().getTimezoneOffset();
+    const utc = `UTC${off < 0 ? "-" : "+"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+    return name && name !== "UTC" ? `${name} (${utc})` : "UTC";
+  })();
+  const fmtDate = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const fmtClock = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  /** 2024-10-27 12:00:40, in the page's zone. */
+  const fmtTime = (ms) => {
+    const d = new Date(ms);
+    return `${fmtDate(d)} ${fmtClock(d)}`;
+  };
   const statusClass = (s) => "badge st-" + (STATUSES.includes(s) ? s : "IDLE");
 
   /** GET a JSON document; a non-2xx answer throws with the server's `error` message. */
@@ -150,14 +174,22 @@
     card.tabIndex = 0;
     card.setAttribute("aria-label", `machine ${id}`);
     const head = el("div", "card-head");
+    // The job status (set through POST /status or by an MES) and what the machine itself
+    // reports (its state parameters) are two things: each is labelled as what it is.
     m.badge = el("span", statusClass(m.status), m.status);
-    head.append(el("h2", "card-id", id), m.badge);
+    m.badge.dataset.kind = "job";
+    m.badge.title = "job status (POST /status)";
+    const job = el("span", "job");
+    job.append(el("span", "job-label", "job"), m.badge);
+    head.append(el("h2", "card-id", id), job);
     const meta = el("div", "card-meta");
     m.sinceEl = el("span", "since");
     m.seenEl = el("span", "seen");
     meta.append(m.sinceEl, m.seenEl);
     m.paramsEl = el("div", "params");
     m.statesEl = el("div", "states");
+    m.statesEl.hidden = true;
+    m.statesEl.append(el("span", "reports-label", "machine reports"));
     card.append(head, meta, m.paramsEl, m.statesEl);
     card.addEventListener("click", () => openDetail(id));
     card.addEventListener("keydown", (e) => {
@@ -252,11 +284,14 @@
     const start = performance.now();
     frame = 0;
     for (const m of dirty) renderCard(m);
+    const open = detail.id && machines.get(detail.id);
+    if (open && dirty.has(open)) renderReports();
     dirty.clear();
     if (detail.dirty && detail.plot) {
       detail.dirty = false;
       const d = detail.data;
       detail.plot.setData([d.xs, d.ys, d.avgs, d.marks]);
+      if (detail.plot.cursor.idx == null) renderLegend();
     }
     for (const p of sparkQueue) {
       if (performance.now() - start > FRAME_BUDGET_MS) return schedule();
@@ -291,7 +326,12 @@
       p.row.append(el("span", "param-name", p.name), value);
       if (m.paramsEl.children.length < SPARK_PARAMS) {
         p.sparkEl = el("div", "spark");
-        p.row.append(p.sparkEl);
+        // The sparkline's scale: the lowest and highest value it draws.
+        p.rangeEl = el("div", "spark-range");
+        p.minEl = el("span", "spark-min");
+        p.maxEl = el("span", "spark-max");
+        p.rangeEl.append(p.maxEl, p.minEl);
+        p.row.append(p.sparkEl, p.rangeEl);
         sparkOf.set(p.sparkEl, p);
       }
       m.paramsEl.append(p.row);
@@ -304,6 +344,10 @@
 
   function drawSpark(p) {
     const data = [p.xs, p.ys, p.avgs];
+    let lo = Infinity, hi = -Infinity;
+    for (const y of p.ys) (y < lo && (lo = y)), (y > hi && (hi = y));
+    setText(p.maxEl, p.ys.length ? `max ${fmt(hi)}` : "");
+    setText(p.minEl, p.ys.length ? `min ${fmt(lo)}` : "");
     // batch() draws now rather than in a microtask, so the frame budget sees the real cost.
     if (p.spark) p.spark.batch(() => p.spark.setData(data));
     else p.spark = new uPlot(sparkOptions(p.sparkEl.clientWidth || 240), data, p.sparkEl);
@@ -316,7 +360,9 @@
       s.row.dataset.state = name;
       s.row.append(el("span", "muted", `${name}: `), s.value);
       m.statesEl.append(s.row);
+      m.statesEl.hidden = false;
       m.states.set(name, s);
+      if (detail.id === m.id) renderReports();
     }
     setText(s.value, value);
   }
@@ -333,7 +379,7 @@
 
   /** The per-second tick: time in state and age of the latest reading. */
   function tickCard(m, now) {
-    setText(m.sinceEl, m.since == null ? "status never set" : `${m.status.toLowerCase()} for ${fmtDuration(now - m.since)}`);
+    setText(m.sinceEl, m.since == null ? "job status never set" : `job ${m.status.toLowerCase()} for ${fmtDuration(now - m.since)}`);
     setText(m.seenEl, m.readingMs ? `reading ${fmtDuration(now - m.readingMs)} ago` : "no readings");
     m.card.classList.toggle("stale", !m.readingMs || now - m.readingMs > STALE_MS);
   }
@@ -455,9 +501,15 @@
     detail.id = id;
     detail.param = q.get("param");
     detail.range = RANGES[q.get("range")] ? q.get("range") : "5m";
+    const t = Number(q.get("threshold"));
+    detail.threshold = THRESHOLDS.includes(t) ? t : 0.2;
+    detail.baseline = BASELINES[q.get("baseline")] ? q.get("baseline") : "global";
+    $("threshold").value = String(detail.threshold);
+    $("baseline").value = detail.baseline;
     $("detail").hidden = false;
     if (opening) (setText($("status-error"), ""), ($("status-error").hidden = true));
     renderDetailHead();
+    renderReports();
     const m = machines.get(id);
     const params = m ? [...m.params.keys()] : [];
     if (!params.includes(detail.param)) detail.param = params[0] || null;
@@ -507,6 +559,28 @@
     if (!buttons.length) box.append(el("span", "muted", m ? "…" : "unknown machine"));
   }
 
+  /** What the machine itself reports (its state parameters), apart from its job status. */
+  function renderReports() {
+    const m = machines.get(detail.id);
+    const box = $("detail-reports");
+    const rec = m && m.latest;
+    const items = [];
+    if (rec) {
+      for (const [k, v] of Object.entries(rec)) {
+        if (k === "machine_id" || k === "timestamp" || typeof v !== "string") continue;
+        const s = el("span", "state");
+        s.dataset.state = k;
+        s.append(el("span", "muted", `${k}: `), el("span", "state-value", v));
+        items.push(s);
+      }
+    }
+    const shown = items.map((i) => i.textContent).join("|");
+    if (box.dataset.shown === shown) return;
+    box.dataset.shown = shown;
+    box.replaceChildren(...items);
+    if (!items.length) box.append(el("span", "muted", "no state parameters"));
+  }
+
   /** POST /status; a refusal (409, 400) shows the server's own message. */
   async function setStatus(id, status) {
     const box = $("status-buttons");
@@ -534,10 +608,12 @@
   const iso = (ms) => new Date(ms).toISOString();
   const enc = encodeURIComponent;
 
-  /** Loads the chart of the open machine, parameter and range. The last 5 minutes are raw
-   *  records (value and moving average) that then follow the live stream; 1 h and 24 h are
-   *  /analytics buckets (average, min-max band). Anomalies come from /analytics; without it
-   *  (404 or an error) the chart is drawn from /data alone. */
+  /** Loads the chart of the open machine, parameter and range. The range ends now, or at
+   *  the machine's latest reading when that is older than the range (old or backfilled data
+   *  still shows); "all" takes everything stored. Short ranges are raw records (value and
+   *  moving average) that follow the live stream while they end now; 1 h and 24 h are
+   *  /analytics buckets (average, min-max band). Anomalies come from /analytics with the
+   *  threshold and baseline chosen; without it (an error) the chart is drawn from /data alone. */
   async function loadChart() {
     const seq = ++detail.seq;
     const { id, param, range } = detail;
@@ -546,15 +622,24 @@
     if (!param) {
       if (detail.plot) (detail.plot.destroy(), (detail.plot = null));
       setText(note, "No numeric parameters yet.");
+      setText($("chart-span"), "");
       $("summary").replaceChildren();
       $("anomalies").replaceChildren();
       setText($("anomaly-count"), "");
       return;
     }
-    const until = Date.now();
-    const since = until - R.ms;
-    const base = `machine_id=${enc(id)}&since=${iso(since)}`;
-    const aq = `/analytics?${base}&until=${iso(until)}&parameter=${enc(param)}` + (R.bucket ? `&bucket=${R.bucket}` : "");
+    const m = machines.get(id);
+    const now = Date.now();
+    const latestMs = m && m.readingMs ? m.readingMs : now;
+    const all = !isFinite(R.ms);
+    // Anchored at the latest reading when that is older than the range would reach.
+    const anchored = !all && latestMs < now - R.ms;
+    const until = anchored ? latestMs : now;
+    const since = all ? null : until - R.ms;
+    const bounds = (since == null ? "" : `&since=${iso(since)}`) + (all ? "" : `&until=${iso(until)}`);
+    const base = `machine_id=${enc(id)}${bounds}`;
+    const opts = `&threshold=${detail.threshold}&baseline=${detail.baseline}`;
+    const aq = `/analytics?${base}&parameter=${enc(param)}${opts}` + (R.bucket ? `&bucket=${R.bucket}` : "");
     const rawQuery = () => getJSON(`/data?${base}&limit=10000`);
     const [analytics, records] = await Promise.all([
       getJSON(aq).catch(() => null),
@@ -567,6 +652,8 @@
       text = "Analytics unavailable: the newest readings of the range, up to 10000.";
     } else if (!analytics) {
       text = "Analytics unavailable: anomalies are not marked.";
+    } else if (all && analytics.count > (raw ? raw.length : 0)) {
+      text = `The chart shows the newest ${raw.length} of ${analytics.count} readings; the summary and anomalies cover all.`;
     }
     if (seq !== detail.seq) return; // a newer load has started
     setText(note, text);
@@ -586,13 +673,21 @@
       cols = [b.map((k) => Date.parse(k.start) / 1000), b.map((k) => k.max), b.map((k) => k.average), b.map((k) => k.min)];
     }
     const data = withMarks(cols, anomalies);
-    // Only the raw 5-minute view follows the stream; a bucketed chart is reloaded on a timer.
-    detail.live = mode === "raw" && !R.bucket;
+    // Only a raw view that ends now follows the stream; the others are reloaded on a timer.
+    detail.live = mode === "raw" && !all && !anchored;
     detail.data = { xs: data[0], ys: data[1], avgs: data[2], marks: data[data.length - 1] };
     if (detail.plot && detail.mode !== mode + param) (detail.plot.destroy(), (detail.plot = null));
     detail.mode = mode + param;
     if (detail.plot) detail.plot.setData(data);
     else detail.plot = new uPlot(chartOptions(mode, param), data, $("chart"));
+    // The span shown: what the range covers, and why it ends where it does.
+    const xs = cols[0];
+    const from = since != null ? since : xs.length ? xs[0] * 1000 : null;
+    const to = all ? (xs.length ? xs[xs.length - 1] * 1000 : null) : until;
+    let span = from != null && to != null ? `${fmtTime(from)} – ${fmtTime(to)} ${zoneName}` : "no readings stored";
+    if (anchored) span += ` · ending at the latest reading (${fmtDuration(now - latestMs)} ago)`;
+    setText($("chart-span"), span);
+    renderLegend();
     renderSummary(analytics, cols, mode);
     renderAnomalies(anomalies);
   }
@@ -615,6 +710,19 @@
     return cols.concat([marks]).map((_, j) => rows.map((r) => r[j]));
   }
 
+  /** Tick labels of the time axis in one pattern for the whole axis, chosen by the span and
+   *  the tick step, so that no two labels differ only in a part they do not show. */
+  function timeTicks(u, splits, _axis, _space, step) {
+    const span = (u.scales.x.max - u.scales.x.min) || 0;
+    return splits.map((x) => {
+      const d = new Date(x * 1000);
+      if (span > 60 * 86400) return fmtDate(d);
+      const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      const clock = step < 60 ? fmtClock(d) : hm;
+      return span > 86400 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}` : clock;
+    });
+  }
+
   function chartOptions(mode, param) {
     const line = (label, stroke, width, extra) => ({ label, stroke, width, spanGaps: true, points: { show: false }, ...extra });
     const axis = { stroke: colors.fg, grid: { stroke: colors.grid }, ticks: { stroke: colors.grid } };
@@ -631,10 +739,52 @@
       width: chart.clientWidth || 800,
       height: Math.max(220, Math.min(380, Math.round(innerHeight * 0.4))),
       series,
-      axes: [axis, { ...axis, size: 60 }],
+      // Room at the right for the last time label, which is centred on its tick.
+      padding: [12, 36, 0, 0],
+      // Our own legend (below the chart) shows the latest values, and the hovered ones.
+      legend: { show: false },
+      hooks: { setCursor: [(u) => renderLegend(u.cursor.idx)] },
+      axes: [
+        // At least 110 px between labels: the widest label ("10-27 12:00") never meets the next.
+        { ...axis, space: 110, values: timeTicks },
+        { ...axis, size: 64, values: (u, splits) => splits.map(fmt) },
+      ],
       bands: mode === "raw" ? [] : [{ series: [1, 3], fill: colors.band }],
     };
   }
+
+  /** The legend: each series' value at the hovered point, or else its latest value. */
+  function renderLegend(idx) {
+    const box = $("legend");
+    const plot = detail.plot;
+    if (!plot) return box.replaceChildren();
+    const data = plot.data;
+    const n = data[0].length;
+    const at = (j) => {
+      const col = data[j];
+      if (idx != null && idx >= 0 && idx < n) return [col[idx], data[0][idx]];
+      for (let i = n - 1; i >= 0; i--) if (col[i] != null) return [col[i], data[0][i]];
+      return [null, null];
+    };
+    const items = [];
+    let when = null;
+    plot.series.forEach((s, j) => {
+      if (j === 0) return;
+      const [v, x] = at(j);
+      if (j === 1 && x != null) when = x;
+      // An anomaly is shown only when the hovered point is one, not as "the latest".
+      if (s.label === "anomaly" && (v == null || idx == null)) return;
+      const item = el("span", "legend-item");
+      item.dataset.series = s.label;
+      const swatch = el("span", "swatch");
+      swatch.style.background = typeof s.stroke === "function" ? s.stroke(plot, j) : s.stroke;
+      item.append(swatch, el("span", "muted", `${s.label} `), el("b", "legend-value", fmt(v)));
+      items.push(item);
+    });
+    const head = el("span", "legend-time muted", when != null ? `${idx != null ? "at" : "latest"} ${fmtTime(when * 1000)}` : "");
+    box.replaceChildren(head, ...items);
+  }
+
   new ResizeObserver(() => {
     const w = $("chart").clientWidth;
     if (detail.plot && w > 0 && w !== detail.plot.width) detail.plot.setSize({ width: w, height: detail.plot.height });
@@ -649,7 +799,7 @@
     };
     if (a && typeof a.count === "number") {
       const at = (p) => (p && p.value != null ? `${fmt(p.value)} (${fmtTime(Date.parse(p.timestamp))})` : "–");
-      box.replaceChildren(item("readings", String(a.count)), item("average", fmt(a.average)), item("min", at(a.min)), item("max", at(a.max)), item("threshold", `±${fmt((a.threshold || 0) * 100)} %`));
+      box.replaceChildren(item("readings", String(a.count)), item("average", fmt(a.average)), item("min", at(a.min)), item("max", at(a.max)), item("anomaly when beyond", `±${fmt((a.threshold || 0) * 100)} % of the ${BASELINES[detail.baseline]}`));
     } else if (mode === "raw") {
       const ys = cols[1];
       const sum = ys.reduce((s, v) => s + v, 0);
@@ -668,6 +818,19 @@
 
   // ---- Wiring.
   for (const b of $("range-tabs").children) b.addEventListener("click", () => setHash({ range: b.dataset.range }));
+  $("threshold").replaceChildren(...THRESHOLDS.map((t) => {
+    const o = el("option", null, `±${fmt(t * 100)} %`);
+    o.value = String(t);
+    return o;
+  }));
+  $("baseline").replaceChildren(...Object.entries(BASELINES).map(([k, label]) => {
+    const o = el("option", null, label);
+    o.value = k;
+    return o;
+  }));
+  $("threshold").addEventListener("change", (e) => setHash({ threshold: e.target.value }));
+  $("baseline").addEventListener("change", (e) => setHash({ baseline: e.target.value }));
+  setText($("zone"), `times in ${zoneName}`);
   $("detail-close").addEventListener("click", closeDetail);
   $("detail").addEventListener("click", (e) => e.target === $("detail") && closeDetail());
   document.addEventListener("keydown", (e) => e.key === "Escape" && detail.id && closeDetail());

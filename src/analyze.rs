@@ -1,7 +1,9 @@
 //! `millwatch analyze FILE`: SPEC §5 over a file, printed as JSON. The file is a series
-//! (`{"timestamps", "values"}` or `{"series": [...]}`) or readings in any form (then
-//! `--parameter` names the value to analyse), or InfluxDB line protocol (`.lp`).
+//! (`{"timestamps", "values"}` or `{"series": [...]}`) or readings in any form, CSV (`.csv`)
+//! or InfluxDB line protocol (`.lp`); of readings, every numeric parameter is analysed, or
+//! those `--parameter` names.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 
@@ -26,8 +28,20 @@ pub enum AnalyzeError {
 /// streamed as readings.
 const SERIES_PROBE_LIMIT: u64 = 256 * 1024 * 1024;
 
+/// What `analyze` prints: one analysis (a series, or one named parameter), or one per
+/// numeric parameter by name (readings with none or several named).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    /// One series.
+    One(Analysis),
+    /// Each parameter's analysis, by name.
+    Each(BTreeMap<String, Analysis>),
+}
+
 /// The analysis and how many readings were rejected on the way.
-pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
+pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
+    crate::timestamp::set_local_zone(args.timezone);
     let opts = analytics::Options {
         threshold: args.threshold,
         baseline: crate::api::parse_baseline(args.baseline.as_deref(), args.window as usize)
@@ -48,8 +62,9 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
         .file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("lp"));
+    let is_csv = crate::csv_input::is_csv_path(&args.file);
     let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-    if !is_lp && size <= SERIES_PROBE_LIMIT {
+    if !is_lp && !is_csv && size <= SERIES_PROBE_LIMIT {
         let mut bytes = Vec::with_capacity(size as usize);
         BufReader::new(file).read_to_end(&mut bytes).map_err(|e| {
             AnalyzeError::Input(format!("cannot read {}: {e}", args.file.display()))
@@ -61,7 +76,11 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
                     opts.threshold = t;
                 }
                 return Ok((
-                    analytics::analyze(&series.timestamps, &series.values, &opts),
+                    Report::One(analytics::analyze(
+                        &series.timestamps,
+                        &series.values,
+                        &opts,
+                    )),
                     0,
                 ));
             }
@@ -69,12 +88,6 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
             Err(e) => return Err(AnalyzeError::Input(format!("{}: {e}", args.file.display()))),
         }
     }
-    let parameter = args.parameter.as_deref().ok_or_else(|| {
-        AnalyzeError::Usage(format!(
-            "{} holds readings: name the value to analyse with --parameter",
-            args.file.display()
-        ))
-    })?;
     let readings: Box<dyn Iterator<Item = Parsed>> = if is_lp {
         let opts = lineproto::Options {
             machine_tag: args.machine_tag.clone(),
@@ -84,6 +97,11 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
             BufReader::with_capacity(1 << 16, open()?),
             opts,
         ))
+    } else if is_csv {
+        Box::new(crate::csv_input::readings(BufReader::with_capacity(
+            1 << 16,
+            open()?,
+        )))
     } else {
         Box::new(ReadingStream::new(BufReader::with_capacity(
             1 << 16,
@@ -92,7 +110,9 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
     };
     let default_machine = MachineId::parse("machine-1").map_err(AnalyzeError::Usage)?;
     let now = Timestamp::now();
-    let mut points: Vec<(Timestamp, f64)> = Vec::new();
+    let wanted = |name: &str| args.parameter.is_empty() || args.parameter.iter().any(|p| p == name);
+    let mut points: BTreeMap<String, Vec<(Timestamp, f64)>> = BTreeMap::new();
+    let mut states: BTreeSet<String> = BTreeSet::new();
     let mut rejected = 0u64;
     for (position, reading) in readings {
         let reading = match reading {
@@ -107,21 +127,78 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
         if args.machine.as_ref().is_some_and(|m| m != machine) {
             continue;
         }
-        match reading
-            .fields
-            .iter()
-            .find(|f| f.name.as_str() == parameter)
-            .map(|f| &f.value)
-        {
-            Some(Value::Number(v)) => points.push((reading.timestamp.unwrap_or(now), *v)),
-            Some(Value::State(_)) => {
-                tracing::warn!("{position}: {parameter:?} is a state, not a number; skipped");
+        let at = reading.timestamp.unwrap_or(now);
+        for f in &reading.fields {
+            match &f.value {
+                Value::Number(v) if wanted(f.name.as_str()) => {
+                    match points.get_mut(f.name.as_str()) {
+                        Some(series) => series.push((at, *v)),
+                        None => {
+                            points.insert(f.name.as_str().to_owned(), vec![(at, *v)]);
+                        }
+                    }
+                }
+                Value::Number(_) => {
+                    points.entry(f.name.as_str().to_owned()).or_default();
+                }
+                Value::State(_) => {
+                    if !args.parameter.is_empty() && wanted(f.name.as_str()) {
+                        tracing::warn!(
+                            "{position}: {:?} is a state, not a number; skipped",
+                            f.name.as_str()
+                        );
+                    }
+                    states.insert(f.name.as_str().to_owned());
+                }
             }
-            None => {}
         }
     }
-    // Oldest first, as the store answers; readings of equal time keep their file order.
-    points.sort_by_key(|p| p.0);
-    let (timestamps, values): (Vec<Timestamp>, Vec<f64>) = points.into_iter().unzip();
-    Ok((analytics::analyze(&timestamps, &values, &opts), rejected))
+    // A named parameter that no reading has is a typo or the wrong file: say what there is.
+    let missing: Vec<&String> = args
+        .parameter
+        .iter()
+        .filter(|p| points.get(p.as_str()).is_none_or(Vec::is_empty))
+        .collect();
+    if !missing.is_empty() {
+        let numeric: Vec<&str> = points.keys().map(String::as_str).collect();
+        let states: Vec<&str> = states.iter().map(String::as_str).collect();
+        let whose = match &args.machine {
+            Some(m) => format!("readings of {m} in {}", args.file.display()),
+            None => format!("readings in {}", args.file.display()),
+        };
+        return Err(AnalyzeError::Input(format!(
+            "no numeric parameter {} in the {whose}; numeric parameters there: {}{}",
+            missing
+                .iter()
+                .map(|m| format!("{m:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if numeric.is_empty() {
+                "none".to_owned()
+            } else {
+                numeric.join(", ")
+            },
+            if states.is_empty() {
+                String::new()
+            } else {
+                format!(" (state parameters: {})", states.join(", "))
+            }
+        )));
+    }
+    let mut each = BTreeMap::new();
+    for (name, mut series) in points {
+        if series.is_empty() {
+            continue;
+        }
+        // Oldest first, as the store answers; readings of equal time keep their file order.
+        series.sort_by_key(|p| p.0);
+        let (timestamps, values): (Vec<Timestamp>, Vec<f64>) = series.into_iter().unzip();
+        each.insert(name, analytics::analyze(&timestamps, &values, &opts));
+    }
+    if args.parameter.len() == 1
+        && let Some((_, one)) = each.pop_first()
+    {
+        return Ok((Report::One(one), rejected));
+    }
+    Ok((Report::Each(each), rejected))
 }

@@ -51,8 +51,8 @@ pub enum Command {
     /// Summarise a series: count, average, min, max and anomalies, as JSON.
     ///
     /// FILE is a series ({"timestamps": [...], "values": [...]} or {"series": [...]}), or
-    /// readings in any form (object, array, NDJSON, or line protocol in a .lp file), of which
-    /// --parameter names the value to analyse.
+    /// readings in any form (object, array, NDJSON, CSV in a .csv file, line protocol in a .lp
+    /// file): every numeric parameter, or those --parameter names.
     Analyze(AnalyzeArgs),
     /// Run the service: sources, HTTP API, dashboard and store in one process.
     Serve(ServeArgs),
@@ -137,9 +137,10 @@ pub struct AnalyzeArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// The numeric parameter to analyse; required when FILE holds readings.
+    /// The numeric parameter to analyse when FILE holds readings; repeat for several.
+    /// Without it: every numeric parameter, as {"P": result, …}.
     #[arg(long, short)]
-    pub parameter: Option<String>,
+    pub parameter: Vec<String>,
 
     /// Only readings of this machine (readings without machine_id count as the default
     /// machine, machine-1).
@@ -167,6 +168,11 @@ pub struct AnalyzeArgs {
     /// In line protocol (.lp files): the tag that names the machine (fallback: host).
     #[arg(long, default_value = "machine_id")]
     pub machine_tag: String,
+
+    /// The zone in which timestamps without an offset are read: an IANA name such as
+    /// Europe/Berlin.
+    #[arg(long, env = "MILLWATCH_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Arguments of `serve`.
@@ -177,9 +183,17 @@ pub struct ServeArgs {
     #[arg(long = "source", value_name = "SOURCE", value_parser = SourceSpec::parse)]
     pub sources: Vec<SourceSpec>,
 
-    /// Address and port to listen on. The default binds loopback only.
-    #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on; a port alone (8080) means 127.0.0.1:PORT. The default
+    /// binds loopback only.
+    #[arg(long, env = "MILLWATCH_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
+
+    /// A state parameter of the readings (such as status) whose value drives the job status:
+    /// each time a machine's reported value changes to a job status that the lifecycle
+    /// allows. A refused change is counted in /metrics and logged, never an error of the
+    /// reading.
+    #[arg(long, value_name = "PARAM", value_parser = crate::reading::ParamName::parse)]
+    pub status_from: Option<crate::reading::ParamName>,
 
     /// Where records and statuses are kept: sqlite:FILE, memory, or postgres://user@host/db
     /// (a password missing from the URL is taken from PGPASSWORD).
@@ -244,6 +258,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 10s, 500ms or 1m"))
 }
 
+/// Reads `HOST:PORT` or a port alone (`8080`), which means `127.0.0.1:PORT`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an address to listen on: give a port (8080) or HOST:PORT (127.0.0.1:8080, [::1]:8080)")
+    })
+}
+
 /// Reads an IANA time zone name such as `Europe/Berlin` or `UTC`.
 pub fn parse_timezone(s: &str) -> Result<chrono_tz::Tz, String> {
     s.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -279,6 +304,16 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(parse_listen("0.0.0.0:9").unwrap().to_string(), "0.0.0.0:9");
+        assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
+        let e = parse_listen("localhost").unwrap_err();
+        assert!(e.contains("give a port"), "{e}");
+        assert!(parse_listen("70000").is_err());
     }
 
     #[test]

@@ -60,10 +60,12 @@ impl Processor {
 
 /// Runs `ingest` until the source ends, `--count` records were printed, or Ctrl-C.
 pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestError> {
+    crate::timestamp::set_local_zone(args.pipeline.timezone);
     let source_options = crate::sources::SourceOptions {
         interval: args.interval,
         machine_tag: args.pipeline.machine_tag.clone(),
         mqtt_client_id: args.pipeline.mqtt_client_id.clone(),
+        mes: None,
     };
     let source = args
         .source
@@ -129,19 +131,21 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
     if let Processor::Stored(s) = &processor {
         s.store().close().await?;
     }
-    tracing::info!(printed, duplicates, rejected, "ingest finished");
     if printed < limit && !interrupted {
-        // The source ended by itself: report how, and whether it lost readings.
+        // The source ended by itself: report how, and whether it lost readings. A failure is
+        // the command's error, with no "finished" line before it.
         match producer.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => return Err(SourceError::Read(format!("the source task failed: {e}")).into()),
         }
+        tracing::info!(printed, duplicates, rejected, "ingest finished");
         if rejected > 0 {
             return Ok(Ending::Rejected);
         }
     } else {
         producer.abort();
+        tracing::info!(printed, duplicates, rejected, "ingest finished");
     }
     Ok(Ending::Clean)
 }

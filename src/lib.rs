@@ -7,8 +7,11 @@
 pub mod analytics;
 pub mod analyze;
 pub mod api;
+pub mod chain;
 pub mod cli;
+pub mod csv_input;
 pub mod ingest;
+pub mod jobs;
 pub mod lineproto;
 pub mod metrics;
 pub mod pipeline;

@@ -306,6 +306,15 @@ impl Pipeline {
     pub fn machines(&self) -> impl Iterator<Item = &MachineId> {
         self.machines.keys()
     }
+
+    /// The numeric parameters `machine` has a window of, sorted; `None` for a machine never
+    /// seen.
+    pub fn parameters(&self, machine: &MachineId) -> Option<Vec<ParamName>> {
+        let state = self.machines.get(machine)?;
+        let mut names: Vec<ParamName> = state.windows.keys().cloned().collect();
+        names.sort();
+        Some(names)
+    }
 }
 
 #[cfg(test)]

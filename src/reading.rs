@@ -1012,7 +1012,20 @@ impl<R: BufRead> Iterator for ReadingStream<R> {
                         self.input.consume(1);
                         Shape::Array
                     }
-                    Ok(Some(_)) => Shape::Objects,
+                    Ok(Some(c)) => {
+                        // Text that is not JSON at all but another format readings come in:
+                        // say so, and how to send it, rather than "expected value".
+                        if c != b'{'
+                            && let Some(hint) = self
+                                .input
+                                .fill_buf()
+                                .ok()
+                                .and_then(crate::csv_input::other_format_hint)
+                        {
+                            return self.stop(ReadingError::Syntax(hint.into()));
+                        }
+                        Shape::Objects
+                    }
                     Ok(None) => Shape::Empty,
                     Err(e) => return self.stop(ReadingError::Syntax(e.to_string())),
                 };

@@ -84,12 +84,18 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             upkeep.run_upkeep();
         }
     });
+    crate::timestamp::set_local_zone(args.pipeline.timezone);
+    // Bound before the store is opened: a port that is taken must leave nothing on disk.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServeError::Io(listen_failed(args.listen, &e)))?;
     let store = args.store.open(args.storage.durability).await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", args.listen)))?;
+    if let Some(param) = args.status_from.clone() {
+        tracing::info!(parameter = %param, "job statuses follow the readings' state parameter");
+        service.follow_status_from(param);
+    }
     let specs = if args.sources.is_empty() {
         vec![SourceSpec::Simulate(3)]
     } else {
@@ -100,16 +106,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         interval: args.interval,
         machine_tag: args.pipeline.machine_tag.clone(),
         mqtt_client_id: args.pipeline.mqtt_client_id.clone(),
+        // The simulator's MES moves the service's job statuses, as a plant's would.
+        mes: Some(crate::sources::simulate::Mes::new(service.clone())),
     };
     for spec in specs {
         if let Some(source) = spec.build(&source_options) {
             let service = service.clone();
             let name = spec.to_string();
             tracing::info!(source = %name, "source started");
-            // The simulator's machines also run through the job lifecycle, so the dashboard's
-            // status badges move like a plant's would.
-            let follow_status = matches!(spec, SourceSpec::Simulate(_));
-            sources.spawn(feed(name, source, service, follow_status));
+            sources.spawn(feed(name, source, service));
         }
     }
     if let Some(keep) = args.retention {
@@ -135,12 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 }
 
 /// Feeds one source into the service: valid readings are stored, invalid ones logged.
-async fn feed(
-    name: String,
-    source: Box<dyn crate::sources::Source>,
-    service: Arc<Service>,
-    follow_status: bool,
-) {
+async fn feed(name: String, source: Box<dyn crate::sources::Source>, service: Arc<Service>) {
     let (tx, mut rx) = mpsc::channel::<Batch>(16);
     let producer = tokio::spawn(source.run(tx));
     while let Some(batch) = rx.recv().await {
@@ -151,9 +151,6 @@ async fn feed(
                 crate::metrics::readings(&name, "accepted", records.len());
                 crate::metrics::readings(&name, "duplicate", duplicates);
                 Batch::finish(ack);
-                if follow_status {
-                    follow(&service, &records).await;
-                }
             }
             // Not acknowledged: a source that can (MQTT) will get the batch again.
             Err(e) => tracing::error!(source = %name, error = %e, "readings could not be stored"),
@@ -164,24 +161,6 @@ async fn feed(
         Ok(Err(e)) => tracing::error!(source = %name, error = %e, "source failed"),
         Err(e) if e.is_cancelled() => {}
         Err(e) => tracing::error!(source = %name, error = %e, "source task failed"),
-    }
-}
-
-/// Sets each machine's job status to the `status` of its latest reading, when the lifecycle
-/// allows the change (the simulator's statuses always follow it).
-async fn follow(service: &Service, records: &[Arc<crate::pipeline::ProcessedRecord>]) {
-    for r in records {
-        let Some(crate::reading::Value::State(s)) = r.get("status") else {
-            continue;
-        };
-        let Ok(status) = crate::status::JobStatus::parse(s) else {
-            continue;
-        };
-        if service.status_of(&r.machine_id).0 != status
-            && let Err(e) = service.set_status(r.machine_id.clone(), status).await
-        {
-            tracing::debug!(machine = %r.machine_id, error = %e, "simulated status not applied");
-        }
     }
 }
 
@@ -202,6 +181,23 @@ async fn retention(service: Arc<Service>, keep: std::time::Duration) {
             Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
         }
     }
+}
+
+/// Why the address could not be bound, and what to do about it.
+fn listen_failed(addr: std::net::SocketAddr, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another program (perhaps another millwatch) listens there: stop it or give another port with --listen"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: give a higher one with --listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; this machine has no such address: use 127.0.0.1 or 0.0.0.0"
+        }
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
 }
 
 /// Resolves at SIGINT (Ctrl-C) or SIGTERM.

@@ -83,6 +83,10 @@ pub struct Service {
     /// Set when a write failed after the pipeline had processed its readings: the pipeline
     /// must be rebuilt from the store before it takes more.
     stale: std::sync::atomic::AtomicBool,
+    /// When people last set each machine's job status through the API.
+    api_changes: crate::jobs::ApiChanges,
+    /// `--status-from`: the state parameter that drives job statuses, if any.
+    status_from: std::sync::OnceLock<crate::jobs::StatusFrom>,
 }
 
 impl Service {
@@ -125,6 +129,8 @@ impl Service {
             statuses: tokio::sync::Mutex::new(book),
             events,
             stale: std::sync::atomic::AtomicBool::new(false),
+            api_changes: crate::jobs::ApiChanges::default(),
+            status_from: std::sync::OnceLock::new(),
         }))
     }
 
@@ -214,6 +220,9 @@ impl Service {
             return Err(e);
         }
         self.publish(&records, first_seq);
+        if let Some(from) = self.status_from.get() {
+            crate::jobs::follow(self, from, &records).await;
+        }
         Ok((records, duplicates))
     }
 
@@ -275,6 +284,12 @@ impl Service {
         json
     }
 
+    /// The numeric parameters the pipeline knows of `machine` (from its readings since the
+    /// start and those recovered from the store), sorted; `None` for a machine it never saw.
+    pub fn parameters_of(&self, machine: &MachineId) -> Option<Vec<crate::reading::ParamName>> {
+        self.lock_pipeline().0.parameters(machine)
+    }
+
     /// Machines known from records or statuses, sorted.
     pub fn machines(&self) -> Vec<MachineId> {
         let mut ids: Vec<MachineId> = {
@@ -303,15 +318,56 @@ impl Service {
             .get(machine)
     }
 
-    /// Moves a machine to `to` if the lifecycle allows it; stored before it is answered.
+    /// Lets the state parameter `param` of every reading drive the job status from now on
+    /// (`serve --status-from`); only the first call counts.
+    pub fn follow_status_from(&self, param: crate::reading::ParamName) {
+        let _ = self.status_from.set(crate::jobs::StatusFrom::new(param));
+    }
+
+    /// Whether `machine`'s job status was set through the API within the last `span`.
+    pub fn api_changed_within(&self, machine: &MachineId, span: std::time::Duration) -> bool {
+        self.api_changes.within(machine, span)
+    }
+
+    /// Moves a machine to `to` if the lifecycle allows it, as people do through the API;
+    /// stored before it is answered. The time is remembered: a plant's MES does not undo it
+    /// for a while (see [`Service::set_status_by_plant`]).
     pub async fn set_status(
         &self,
         machine: MachineId,
         to: JobStatus,
     ) -> Result<StatusAnswer, StatusError> {
+        let mut book = self.statuses.lock().await;
+        let answer = self.change_status(&mut book, machine, to).await?;
+        self.api_changes.note(&answer.machine_id);
+        Ok(answer)
+    }
+
+    /// Moves a machine to `to` for the plant (its MES, or what the machine reports), unless
+    /// `respect_api` is given and people set this machine's status through the API within it:
+    /// then nothing changes and the answer is `None`.
+    pub async fn set_status_by_plant(
+        &self,
+        machine: MachineId,
+        to: JobStatus,
+        respect_api: Option<std::time::Duration>,
+    ) -> Result<Option<StatusAnswer>, StatusError> {
+        let mut book = self.statuses.lock().await;
+        // Checked under the book's lock, so that an API change cannot slip in between.
+        if respect_api.is_some_and(|span| self.api_changes.within(&machine, span)) {
+            return Ok(None);
+        }
+        self.change_status(&mut book, machine, to).await.map(Some)
+    }
+
+    async fn change_status(
+        &self,
         // A tokio Mutex: held across the store write so that changes of one machine are
         // decided and stored in the same order.
-        let mut book = self.statuses.lock().await;
+        book: &mut tokio::sync::MutexGuard<'_, StatusBook>,
+        machine: MachineId,
+        to: JobStatus,
+    ) -> Result<StatusAnswer, StatusError> {
         match book.decide(&machine, to, Timestamp::now())? {
             Decision::Unchanged { status, since } => Ok(StatusAnswer {
                 machine_id: machine,

@@ -6,6 +6,28 @@
 //! the grammar is small enough to check exhaustively in tests.
 
 use std::fmt;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::TimeZone;
+
+/// The zone of offset-less timestamps (`--timezone`), set once by the command at start. A
+/// process-wide setting rather than a parameter of every parser: offset-less times are read
+/// in readings, queries and series alike, and the setting is the plant's, not a request's.
+static LOCAL_ZONE: RwLock<chrono_tz::Tz> = RwLock::new(chrono_tz::Tz::UTC);
+/// True while the zone is UTC: the hot path then needs no lock and no zone arithmetic.
+static LOCAL_IS_UTC: AtomicBool = AtomicBool::new(true);
+
+/// Makes offset-less timestamps read in `zone` from now on (SPEC §1's `--timezone`).
+pub fn set_local_zone(zone: chrono_tz::Tz) {
+    *LOCAL_ZONE.write().unwrap_or_else(|e| e.into_inner()) = zone;
+    LOCAL_IS_UTC.store(zone == chrono_tz::Tz::UTC, Ordering::Release);
+}
+
+/// The zone offset-less timestamps are read in.
+pub fn local_zone() -> chrono_tz::Tz {
+    *LOCAL_ZONE.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// An instant in UTC, in nanoseconds since 1970-01-01T00:00:00Z (covers 1677 to 2262).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,14 +102,24 @@ impl Timestamp {
     }
 
     /// Parses RFC 3339 (`2026-11-28T05:30:00Z`, `…+01:00`, fractions of a second) or ISO 8601
-    /// without offset (`2024-10-27T12:00:00`, read as UTC). `T` may also be `t` or a space.
+    /// without offset (`2024-10-27T12:00:00`, read in the zone of [`set_local_zone`], UTC by
+    /// default). `T` may also be `t` or a space.
     pub fn parse(s: &str) -> Result<Self, String> {
-        parse_iso(s.as_bytes()).ok_or_else(|| {
-            format!(
-                "{s:?} is not a time: expected RFC 3339 such as 2026-11-28T05:30:00Z, \
-                 ISO 8601 without offset, or seconds since the epoch"
-            )
-        })
+        match parse_iso(s.as_bytes()) {
+            Some((ts, true)) => Ok(ts),
+            Some((ts, false)) if LOCAL_IS_UTC.load(Ordering::Acquire) => Ok(ts),
+            Some((ts, false)) => in_zone(s, ts, local_zone()),
+            None => Err(not_a_time(s)),
+        }
+    }
+
+    /// As [`Timestamp::parse`], reading an offset-less time in `zone`.
+    pub fn parse_in(s: &str, zone: chrono_tz::Tz) -> Result<Self, String> {
+        match parse_iso(s.as_bytes()) {
+            Some((ts, true)) => Ok(ts),
+            Some((ts, false)) => in_zone(s, ts, zone),
+            None => Err(not_a_time(s)),
+        }
     }
 
     /// Writes the RFC 3339 UTC form with `Z`; fractions as 3, 6 or 9 digits, only when present.
@@ -128,6 +160,33 @@ impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+fn not_a_time(s: &str) -> String {
+    format!(
+        "{s:?} is not a time: expected RFC 3339 such as 2026-11-28T05:30:00Z, \
+         ISO 8601 without offset, or seconds since the epoch"
+    )
+}
+
+/// The instant at which the wall clock of `zone` shows `wall` (an offset-less time parsed as
+/// if it were UTC). A time that a DST change shows twice is the earlier instant; one that it
+/// skips does not exist and is an error.
+fn in_zone(s: &str, wall: Timestamp, zone: chrono_tz::Tz) -> Result<Timestamp, String> {
+    let secs = wall.0.div_euclid(NANOS_PER_SEC);
+    let nanos = wall.0.rem_euclid(NANOS_PER_SEC);
+    let naive = chrono::DateTime::from_timestamp(secs, 0)
+        .ok_or_else(|| not_a_time(s))?
+        .naive_utc();
+    let local = zone.from_local_datetime(&naive).earliest().ok_or_else(|| {
+        format!("{s:?} does not exist in {zone}: a change to daylight saving time skips it")
+    })?;
+    local
+        .timestamp()
+        .checked_mul(NANOS_PER_SEC)
+        .and_then(|n| n.checked_add(nanos))
+        .map(Timestamp)
+        .ok_or_else(|| not_a_time(s))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
@@ -171,7 +230,9 @@ fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
     })
 }
 
-fn parse_iso(b: &[u8]) -> Option<Timestamp> {
+/// The instant, and whether the text gave an offset (without one, the instant is the wall
+/// time read as UTC).
+fn parse_iso(b: &[u8]) -> Option<(Timestamp, bool)> {
     // YYYY-MM-DD?HH:MM:SS
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
@@ -207,6 +268,7 @@ fn parse_iso(b: &[u8]) -> Option<Timestamp> {
             return None;
         }
     }
+    let has_offset = b.get(i).is_some();
     let offset_secs = match b.get(i) {
         None => 0,
         Some(b'Z' | b'z') if i + 1 == b.len() => 0,
@@ -230,7 +292,7 @@ fn parse_iso(b: &[u8]) -> Option<Timestamp> {
     let secs = days * SECS_PER_DAY + hour * 3600 + minute * 60 + second - offset_secs;
     secs.checked_mul(NANOS_PER_SEC)?
         .checked_add(nanos)
-        .map(Timestamp)
+        .map(|n| (Timestamp(n), has_offset))
 }
 
 #[cfg(test)]
@@ -332,6 +394,30 @@ mod tests {
         ] {
             assert_eq!(Timestamp::parse(input).unwrap().to_string(), out);
         }
+    }
+
+    #[test]
+    fn offset_less_times_in_a_zone() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let t = |s: &str| Timestamp::parse_in(s, berlin).map(|t| t.to_string());
+        assert_eq!(t("2024-01-15T12:00:00").unwrap(), "2024-01-15T11:00:00Z");
+        assert_eq!(t("2024-07-15T12:00:00").unwrap(), "2024-07-15T10:00:00Z");
+        assert_eq!(
+            t("2024-07-15T12:00:00.25").unwrap(),
+            "2024-07-15T10:00:00.250Z"
+        );
+        // An offset wins over the zone.
+        assert_eq!(t("2024-07-15T12:00:00Z").unwrap(), "2024-07-15T12:00:00Z");
+        // 02:30 on 27 October 2024 happened twice in Berlin: the earlier one, still CEST.
+        assert_eq!(t("2024-10-27T02:30:00").unwrap(), "2024-10-27T00:30:00Z");
+        // 02:30 on 31 March 2024 never happened there.
+        let e = t("2024-03-31T02:30:00").unwrap_err();
+        assert!(e.contains("does not exist in Europe/Berlin"), "{e}");
+        // UTC stays the plain reading.
+        assert_eq!(
+            Timestamp::parse_in("2024-07-15T12:00:00", chrono_tz::Tz::UTC).unwrap(),
+            Timestamp::parse("2024-07-15T12:00:00Z").unwrap()
+        );
     }
 
     #[test]

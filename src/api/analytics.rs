@@ -80,6 +80,7 @@ pub fn parse_bucket(s: &str) -> Result<i64, String> {
     responses(
         (status = 200, description = "SPEC §5: count, average, min, max, threshold, anomalies (and buckets)", body = Object),
         (status = 400, description = "A missing parameter or a bad value", body = super::ErrorBody),
+        (status = 404, description = "A machine never seen, or a parameter the machine never had; names those there are", body = super::ErrorBody),
     ))]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -106,6 +107,15 @@ pub(crate) async fn get(
         .store()
         .series(&machine, &parameter, since, until)
         .await?;
+    if series.values.is_empty() {
+        unknown_machine_or_parameter(
+            &state,
+            &machine,
+            &parameter,
+            since.is_some() || until.is_some(),
+        )
+        .await?;
+    }
     // The analysis is CPU work over up to millions of values: off the async workers.
     let analysis = tokio::task::spawn_blocking(move || {
         analytics::analyze(&series.timestamps, &series.values, &opts)
@@ -113,6 +123,58 @@ pub(crate) async fn get(
     .await
     .map_err(|e| ApiError::Unavailable(format!("analysis failed: {e}")))?;
     Ok(Json(analysis))
+}
+
+/// A 404 naming what there is when `machine` was never seen or never had `parameter` (SPEC
+/// §4); nothing when the range merely holds no values (a count of 0). Only called for an
+/// empty answer, so that the common case costs nothing.
+async fn unknown_machine_or_parameter(
+    state: &AppState,
+    machine: &crate::reading::MachineId,
+    parameter: &str,
+    bounded: bool,
+) -> Result<(), ApiError> {
+    let service = &state.service;
+    let Some(known) = service.parameters_of(machine) else {
+        let machines: Vec<String> = service
+            .machines()
+            .into_iter()
+            .filter(|m| service.parameters_of(m).is_some())
+            .map(|m| m.to_string())
+            .collect();
+        return Err(ApiError::NotFound(format!(
+            "machine_id: no readings of \"{machine}\"; machines with readings: {}",
+            if machines.is_empty() {
+                "none yet".to_owned()
+            } else {
+                machines.join(", ")
+            }
+        )));
+    };
+    if known.iter().any(|p| p.as_str() == parameter) {
+        return Ok(());
+    }
+    // The pipeline keeps only parameters of recent readings: an older one may still be in
+    // the store, outside the range asked for.
+    if bounded
+        && !service
+            .store()
+            .series(machine, parameter, None, None)
+            .await?
+            .values
+            .is_empty()
+    {
+        return Ok(());
+    }
+    let names: Vec<&str> = known.iter().map(|p| p.as_str()).collect();
+    Err(ApiError::NotFound(format!(
+        "parameter: {machine} has no numeric parameter {parameter:?}; it has: {}",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    )))
 }
 
 /// Summary and anomalies of a posted series.

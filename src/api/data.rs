@@ -100,13 +100,13 @@ pub(crate) struct IngestAnswer {
 /// Readings in: one object, an array, or NDJSON. All or nothing: either every reading is
 /// valid and the batch is stored before the answer, or nothing is stored.
 #[utoipa::path(post, path = "/ingest", tag = "data",
-    request_body(content = super::meta::ReadingDoc, description = "A reading, an array of readings, or NDJSON (application/x-ndjson)",
-        content_type = "application/json"),
+    request_body(description = "A reading, an array of readings, NDJSON (application/x-ndjson), or CSV (text/csv) with a header row naming the fields",
+        content((super::meta::ReadingDoc = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))),
     responses(
         (status = 200, description = "Stored", body = IngestAnswer),
         (status = 400, description = "Malformed JSON or an invalid reading; names the index and the field", body = super::ErrorBody),
         (status = 413, description = "Body over the limit", body = super::ErrorBody),
-        (status = 415, description = "Not JSON", body = super::ErrorBody),
+        (status = 415, description = "Neither JSON nor CSV", body = super::ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was stored", body = super::ErrorBody),
     ))]
 pub(crate) async fn ingest(
@@ -115,9 +115,19 @@ pub(crate) async fn ingest(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let body = json_body(&state, &headers, body)?;
+    let csv = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| crate::csv_input::is_csv_type(essence.trim()));
+    let parsed: Box<dyn Iterator<Item = crate::reading::Parsed>> = if csv {
+        Box::new(crate::csv_input::readings(&body[..]))
+    } else {
+        Box::new(ReadingStream::new(&body[..]))
+    };
     // Parsed straight into the readings (not through `parse_all`'s pairs), sized up front.
     let mut readings = Vec::with_capacity(readings_hint(&body));
-    for (position, reading) in ReadingStream::new(&body[..]) {
+    for (position, reading) in parsed {
         match reading {
             Ok(r) => readings.push(r),
             Err(e) => {

@@ -22,7 +22,8 @@ pub(crate) struct RecordDoc {
 }
 
 /// A reading: optional `machine_id` and `timestamp`; every other field is a parameter (a
-/// number, a string, or null for absent).
+/// number, a string, or null for absent). A string, such as a `status` field, is a state the
+/// machine reports, not its job status (`POST /status`).
 #[derive(Debug, utoipa::ToSchema)]
 #[schema(example = json!({"machine_id": "press-01", "timestamp": "2026-11-28T05:30:00Z", "temperature": 71.5, "speed": 1480, "status": "RUNNING"}))]
 #[allow(dead_code)]

@@ -219,11 +219,16 @@ pub(crate) fn json_body(
         let essence = ct.split(';').next().unwrap_or("").trim();
         let ok = matches!(
             essence,
-            "application/json" | "application/x-ndjson" | "application/jsonl" | "text/plain" | ""
+            "application/json"
+                | "application/x-ndjson"
+                | "application/jsonl"
+                | "text/plain"
+                | "text/csv"
+                | ""
         ) || essence.ends_with("+json");
         if !ok {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {essence:?} is not accepted: send application/json or application/x-ndjson"
+                "content type {essence:?} is not accepted: send application/json, application/x-ndjson or text/csv"
             )));
         }
     }

@@ -13,7 +13,8 @@ use crate::service::StatusAnswer;
 use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
-/// A machine's current status.
+/// A machine's current job status (set through `POST /status`; not a state the machine
+/// reports in its readings).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CurrentStatus {
     #[schema(value_type = String, example = "press-01")]
@@ -70,9 +71,9 @@ pub(crate) struct SetStatus {
     machine_id: Option<serde_json::Value>,
 }
 
-/// Every known machine's status, sorted by machine id.
+/// Every known machine's job status, sorted by machine id.
 #[utoipa::path(get, path = "/status", tag = "status",
-    responses((status = 200, description = "Every known machine", body = [CurrentStatus])))]
+    responses((status = 200, description = "Every known machine's job status (what machines report in their readings is in /data)", body = [CurrentStatus])))]
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<CurrentStatus>> {
     let book = state.service.status_view();
     let list = state
@@ -87,11 +88,11 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<CurrentStatu
     Json(list)
 }
 
-/// One machine's status; a machine never set is IDLE since null.
+/// One machine's job status; a machine whose job was never set is IDLE since null.
 #[utoipa::path(get, path = "/status/{machine_id}", tag = "status",
     params(("machine_id" = String, Path, description = "The machine")),
     responses(
-        (status = 200, description = "The status", body = CurrentStatus),
+        (status = 200, description = "The job status", body = CurrentStatus),
         (status = 400, description = "Not a valid machine id", body = super::ErrorBody),
     ))]
 pub(crate) async fn one(
@@ -144,7 +145,7 @@ pub(crate) struct HistoryParams {
     limit: Option<String>,
 }
 
-/// Status changes, oldest first (the newest `limit`).
+/// Job status changes, oldest first (the newest `limit`).
 #[utoipa::path(get, path = "/status/history", tag = "status",
     params(
         ("machine_id" = Option<String>, Query, description = "Only this machine"),

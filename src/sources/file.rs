@@ -1,7 +1,8 @@
 //! A file of readings. One object: a live file that a gateway rewrites, re-read every interval.
 //! An array or NDJSON: replayed one reading per interval, or all at once with interval 0,
 //! streaming, so a file of any size is read in constant memory. A file ending in `.lp` holds
-//! InfluxDB line protocol, one point per line, and is always replayed.
+//! InfluxDB line protocol, one point per line, and one ending in `.csv` a header row and a
+//! reading per row (SPEC §1); both are always replayed.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -61,6 +62,7 @@ impl Source for FileSource {
             })?;
             let (tx, mut rx) = mpsc::channel::<Found>(4);
             let per_batch = if self.interval.is_zero() { CHUNK } else { 1 };
+            let csv = crate::csv_input::is_csv_path(&self.path);
             let line_protocol = self.is_line_protocol().then(|| lineproto::Options {
                 machine_tag: self.machine_tag.clone(),
                 ..lineproto::Options::default()
@@ -70,6 +72,12 @@ impl Source for FileSource {
                 Some(opts) => {
                     let points = LineStream::new(BufReader::with_capacity(1 << 16, file), opts);
                     send_chunks(points, per_batch, &tx);
+                    Ok(())
+                }
+                // CSV is a table of readings: always replayed, never a live single object.
+                None if csv => {
+                    let rows = crate::csv_input::readings(BufReader::with_capacity(1 << 16, file));
+                    send_chunks(rows, per_batch, &tx);
                     Ok(())
                 }
                 None => read_file(file, per_batch, &tx),

@@ -73,24 +73,16 @@ impl Source for HttpPoll {
 
 async fn poll(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
     // Errors without the URL: it may carry a password, and the caller names the source.
-    let resp = client.get(url).send().await.map_err(describe)?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| crate::chain::chain(&e.without_url()))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("the endpoint answered {status}"));
     }
-    resp.bytes().await.map_err(describe)
-}
-
-/// The error and its causes, without the URL: it may carry a password, and the caller names
-/// the source with the password hidden.
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    resp.bytes()
+        .await
+        .map_err(|e| crate::chain::chain(&e.without_url()))
 }

@@ -106,6 +106,8 @@ pub struct SourceOptions {
     pub machine_tag: String,
     /// The MQTT client id; default: derived from the host name.
     pub mqtt_client_id: Option<String>,
+    /// The job statuses the simulator's MES moves (`serve`); none: its own (`ingest`).
+    pub mes: Option<simulate::Mes>,
 }
 
 /// A source as named on the command line (SPEC §3).
@@ -175,7 +177,11 @@ impl SourceSpec {
             SourceSpec::HttpPoll(url) => {
                 Some(Box::new(http_poll::HttpPoll::new(url.clone(), interval)))
             }
-            SourceSpec::Simulate(n) => Some(Box::new(simulate::Simulator::new(*n, interval))),
+            SourceSpec::Simulate(n) => Some(Box::new(simulate::Simulator::new(
+                *n,
+                interval,
+                opts.mes.clone(),
+            ))),
             SourceSpec::Mqtt(spec) => Some(Box::new(mqtt::MqttSource::new(
                 spec.clone(),
                 opts.mqtt_client_id

@@ -250,7 +250,8 @@ impl Source for MqttSource {
                         if out.is_closed() {
                             return Ok(());
                         }
-                        tracing::warn!(source = %self.name, error = %e, retry_in = ?backoff, "broker connection lost");
+                        let error = crate::chain::chain(&e);
+                        tracing::warn!(source = %self.name, %error, retry_in = ?backoff, "broker connection lost");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }

@@ -59,12 +59,17 @@ pub struct PostgresStore {
     commands: mpsc::UnboundedSender<Command>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+// The whole source chain: deadpool's and tokio-postgres's outer messages ("error connecting
+// to server") say nothing of the cause ("Connection refused") on their own.
+fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError::Unavailable(format!(
+        "PostgreSQL: {}; is the server running and the URL's host, port, user and database right?",
+        crate::chain::chain(&e)
+    ))
 }
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
+fn failed(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError::Failed(crate::chain::chain(&e))
 }
 
 /// Maps a database error: lost connections are worth a retry, the rest is a failure.
@@ -264,8 +269,8 @@ impl Writer {
 fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
     Ok(StatusChange {
         machine_id: machine_id(r.get(0))?,
-        status: JobStatus::parse(r.get(1)).map_err(failed)?,
-        previous: JobStatus::parse(r.get(2)).map_err(failed)?,
+        status: JobStatus::parse(r.get(1)).map_err(StoreError::Failed)?,
+        previous: JobStatus::parse(r.get(2)).map_err(StoreError::Failed)?,
         since: Timestamp::from_nanos(r.get(3)),
     })
 }

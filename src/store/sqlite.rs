@@ -228,7 +228,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(sql).map_err(failed)?;
         tx.pragma_update(None, "user_version", to).map_err(failed)?;
         tx.commit().map_err(failed)?;
-        tracing::info!(file = %path.display(), version = to, "schema migrated");
+        // A fresh file is one event, not one per step; an older file's upgrade shows each.
+        if version > 0 {
+            tracing::info!(file = %path.display(), version = to, "schema migrated");
+        }
+    }
+    if version == 0 {
+        tracing::info!(file = %path.display(), version = SCHEMA_VERSION, "new database created");
+    } else if version < SCHEMA_VERSION {
+        tracing::info!(file = %path.display(), from = version, to = SCHEMA_VERSION, "schema upgraded");
     }
     Ok(())
 }

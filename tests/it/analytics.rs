@@ -84,18 +84,24 @@ async fn get_over_stored_values_with_bounds_buckets_and_moving_baseline() {
     let anomalies = a.body["anomalies"].as_array().unwrap();
     assert_eq!(anomalies[0]["value"], 50);
     assert_eq!(anomalies[0]["baseline"], (30.0 + 32.0 + 50.0) / 3.0);
-    // A state parameter or an unknown machine: an empty series, not an error.
-    assert_eq!(
-        app.get("/analytics?machine_id=press-01&parameter=status")
-            .await
-            .body["count"],
-        0
+    // A state parameter or an unknown machine: a 404 naming what there is (SPEC §4).
+    let a = app
+        .get("/analytics?machine_id=press-01&parameter=status")
+        .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(
+        a.body["error"].as_str().unwrap().contains("it has: speed"),
+        "{}",
+        a.body
     );
-    assert_eq!(
-        app.get("/analytics?machine_id=nobody&parameter=speed")
-            .await
-            .body["count"],
-        0
+    let a = app
+        .get("/analytics?machine_id=nobody&parameter=speed")
+        .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(
+        a.body["error"].as_str().unwrap().contains("press-01"),
+        "{}",
+        a.body
     );
 }
 
@@ -204,10 +210,18 @@ fn analyze_command_on_a_series_and_on_readings() {
     assert_eq!(got["average"], 112.0 / 3.0);
     assert_eq!(got["threshold"], 0.3);
     assert_eq!(got["anomalies"][0]["value"], 50);
-    // Readings without --parameter: a usage error.
-    let out = run(&["analyze", readings.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--parameter"));
+    // Readings without --parameter: every numeric parameter, by name.
+    let out = run(&[
+        "analyze",
+        readings.to_str().unwrap(),
+        "--machine",
+        "a",
+        "--threshold",
+        "0.3",
+    ]);
+    assert!(out.status.success());
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["speed"], got);
     let out = run(&["analyze", series.to_str().unwrap(), "--threshold", "-1"]);
     assert_eq!(out.status.code(), Some(2));
 }

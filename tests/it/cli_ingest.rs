@@ -252,7 +252,7 @@ fn simulator_produces_records_for_each_machine() {
     assert_eq!(machines.len(), 4);
     for r in &recs {
         assert!(r["temperature"].is_number() && r["temperature_avg"].is_number());
-        assert!(r["status"].is_string());
+        assert!(r["state"].is_string() && r["machine_id"].as_str().unwrap().starts_with("sim-"));
     }
 }
 
