@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod analyze;
 pub mod api;
 pub mod cli;
+pub mod core;
 pub mod ingest;
 pub mod lineproto;
 pub mod metrics;
