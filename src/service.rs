@@ -309,6 +309,17 @@ impl Service {
         machine: MachineId,
         to: JobStatus,
     ) -> Result<StatusAnswer, StatusError> {
+        self.set_status_with_reason(machine, to, None).await
+    }
+
+    /// [`Service::set_status`] with the reason kept in the history (a stop reason, say);
+    /// the caller checks its length ([`crate::status::MAX_REASON`]).
+    pub async fn set_status_with_reason(
+        &self,
+        machine: MachineId,
+        to: JobStatus,
+        reason: Option<compact_str::CompactString>,
+    ) -> Result<StatusAnswer, StatusError> {
         // A tokio Mutex: held across the store write so that changes of one machine are
         // decided and stored in the same order.
         let mut book = self.statuses.lock().await;
@@ -319,7 +330,8 @@ impl Service {
                 previous: status,
                 since,
             }),
-            Decision::Change(change) => {
+            Decision::Change(mut change) => {
+                change.reason = reason;
                 self.store.append_status(change.clone()).await?;
                 book.apply(&change);
                 self.status_view

@@ -44,7 +44,7 @@ type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -93,6 +93,11 @@ const MIGRATIONS: &[&str] = &[
     // builds would not read: version 5 keeps them from opening a file whose records a crash
     // left there. The log table stays for files that still hold rows in it.
     "-- no table changes",
+    // 5 -> 6: a status change keeps its reason; time in state reads one machine's changes
+    // by time, from an index that covers the columns it reads.
+    "ALTER TABLE status_history ADD COLUMN reason TEXT;
+    CREATE INDEX status_history_machine_since
+        ON status_history (machine_id, since, id, status, previous, reason);",
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -1135,7 +1140,7 @@ impl Writer {
         {
             let mut status = tx
                 .prepare_cached(
-                    "INSERT INTO status_history (machine_id, status, previous, since) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO status_history (machine_id, status, previous, since, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(failed)?;
             for cmd in group {
@@ -1146,7 +1151,8 @@ impl Writer {
                                 c.machine_id.as_str(),
                                 c.status.as_str(),
                                 c.previous.as_str(),
-                                c.since.as_nanos()
+                                c.since.as_nanos(),
+                                c.reason.as_deref()
                             ])
                             .map_err(failed)?;
                     }
@@ -1192,16 +1198,39 @@ impl Writer {
     }
 }
 
-fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+/// A status row as read: machine, status, previous, since, reason.
+type StatusRow = (String, String, String, i64, Option<String>);
+
+fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StatusRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange, StoreError> {
+fn to_change((m, s, p, t, reason): StatusRow) -> Result<StatusChange, StoreError> {
     Ok(StatusChange {
         machine_id: machine_id(&m)?,
         status: JobStatus::parse(&s).map_err(failed)?,
         previous: JobStatus::parse(&p).map_err(failed)?,
         since: Timestamp::from_nanos(t),
+        reason: reason.map(Into::into),
+    })
+}
+
+/// A change of a known machine from the columns since, status, previous, reason (0..4),
+/// without copying the strings it only compares: the time-in-state hot path.
+fn change_of(machine: &MachineId, r: &rusqlite::Row<'_>) -> Result<StatusChange, StoreError> {
+    let text = |i: usize| -> Result<&str, StoreError> {
+        r.get_ref(i).map_err(failed)?.as_str().map_err(failed)
+    };
+    let reason = match r.get_ref(3).map_err(failed)? {
+        rusqlite::types::ValueRef::Null => None,
+        v => Some(v.as_str().map_err(failed)?.into()),
+    };
+    Ok(StatusChange {
+        machine_id: machine.clone(),
+        status: JobStatus::parse(text(1)?).map_err(failed)?,
+        previous: JobStatus::parse(text(2)?).map_err(failed)?,
+        since: Timestamp::from_nanos(r.get(0).map_err(failed)?),
+        reason,
     })
 }
 
@@ -1368,7 +1397,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT machine_id, status, previous, since FROM status_history
+                    "SELECT machine_id, status, previous, since, reason FROM status_history
                      WHERE ?1 IS NULL OR machine_id = ?1 ORDER BY id DESC LIMIT ?2",
                 )
                 .map_err(failed)?;
@@ -1379,6 +1408,44 @@ impl Store for SqliteStore {
                 .map(|r| r.map_err(failed).and_then(to_change))
                 .collect::<Result<Vec<_>, _>>()?;
             out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn status_changes(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let machine = machine_id.clone();
+        self.read(move |conn| {
+            let mut out = Vec::new();
+            let mut before = conn
+                .prepare_cached(
+                    "SELECT since, status, previous, reason FROM status_history
+                     WHERE machine_id = ?1 AND since < ?2 ORDER BY since DESC, id DESC LIMIT 1",
+                )
+                .map_err(failed)?;
+            let mut rows = before
+                .query(params![machine.as_str(), since.as_nanos()])
+                .map_err(failed)?;
+            if let Some(r) = rows.next().map_err(failed)? {
+                out.push(change_of(&machine, r)?);
+            }
+            let mut within = conn
+                .prepare_cached(
+                    "SELECT since, status, previous, reason FROM status_history
+                     WHERE machine_id = ?1 AND since >= ?2 AND since <= ?3 ORDER BY since, id",
+                )
+                .map_err(failed)?;
+            let mut rows = within
+                .query(params![machine.as_str(), since.as_nanos(), until.as_nanos()])
+                .map_err(failed)?;
+            while let Some(r) = rows.next().map_err(failed)? {
+                out.push(change_of(&machine, r)?);
+            }
             Ok(out)
         })
         .await
@@ -1422,7 +1489,7 @@ impl Store for SqliteStore {
                 }
                 let mut stmt = conn
                     .prepare(
-                        "SELECT machine_id, status, previous, since FROM status_history
+                        "SELECT machine_id, status, previous, since, reason FROM status_history
                          WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
                     )
                     .map_err(failed)?;
