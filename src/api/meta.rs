@@ -50,6 +50,8 @@ pub(crate) struct ReadingDoc {
         super::status::one,
         super::status::set,
         super::status::history,
+        super::states::get_states,
+        super::states::get_oee,
         super::events::stream,
         healthz,
         metrics,
@@ -118,6 +120,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/app.js"),
+    ),
+    (
+        "states.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/states.js"),
     ),
     (
         "app.css",

@@ -323,9 +323,7 @@ pub fn status_nanos_by(
     }
     let (start, end) = (edges[0], edges[n]);
     let first_in = steps.partition_point(|s| s.at <= start);
-    let mut state = first_in
-        .checked_sub(1)
-        .map_or(initial, |i| steps[i].state);
+    let mut state = first_in.checked_sub(1).map_or(initial, |i| steps[i].state);
     let mut k = 0;
     let mut add = |mut from: i64, to: i64, st: JobStatus| {
         while from < to {
@@ -538,10 +536,7 @@ mod tests {
         n[index(Completed)] = H;
         let f = figures(&n, Some(10.0), Some(9.0), Some(1.0));
         assert_eq!(f.planned, 0);
-        assert_eq!(
-            (f.availability, f.performance, f.oee),
-            (None, None, None)
-        );
+        assert_eq!((f.availability, f.performance, f.oee), (None, None, None));
         assert_eq!(f.quality, Some(0.9));
         let f = figures(&[0; 6], None, None, None);
         assert_eq!((f.availability, f.quality), (None, None));
@@ -573,10 +568,9 @@ mod tests {
             c.group_of("lathe-1").unwrap().quality,
             Quality::Good("ok".into())
         );
-        let err = OeeConfig::parse(
-            "[[machine]]\nmachines = \"*\"\ncount = \"parts\"\nideal_rate = 1\n",
-        )
-        .unwrap_err();
+        let err =
+            OeeConfig::parse("[[machine]]\nmachines = \"*\"\ncount = \"parts\"\nideal_rate = 1\n")
+                .unwrap_err();
         assert!(err.contains("exactly one of good and reject"), "{err}");
         let err = OeeConfig::parse(
             "[[machine]]\nmachines = \"*\"\ncount = \"parts\"\ngood = \"g\"\nideal_rate = 0\n",
@@ -586,7 +580,12 @@ mod tests {
     }
 
     /// The naive model of the sweep: the status at each of many sample instants.
-    fn naive_nanos(initial: JobStatus, steps: &[Step<JobStatus>], from: i64, to: i64) -> StatusNanos {
+    fn naive_nanos(
+        initial: JobStatus,
+        steps: &[Step<JobStatus>],
+        from: i64,
+        to: i64,
+    ) -> StatusNanos {
         let mut out = [0; 6];
         for t in from..to {
             let mut s = initial;
@@ -600,7 +599,13 @@ mod tests {
         out
     }
 
-    fn naive_parts(points: &[(i64, f64)], base: Option<f64>, from: i64, to: i64, last: bool) -> f64 {
+    fn naive_parts(
+        points: &[(i64, f64)],
+        base: Option<f64>,
+        from: i64,
+        to: i64,
+        last: bool,
+    ) -> f64 {
         let mut sum = 0.0;
         let mut prev = base;
         for (t, v) in points {
@@ -654,7 +659,10 @@ mod tests {
     #[test]
     fn a_reset_counter_counts_on_from_its_new_value() {
         let pts = [(1, 100.0), (2, 110.0), (3, 5.0), (4, 8.0)];
-        assert_eq!(increments_by(Some(95.0), &pts, &[0, 10]), vec![5.0 + 10.0 + 5.0 + 3.0]);
+        assert_eq!(
+            increments_by(Some(95.0), &pts, &[0, 10]),
+            vec![5.0 + 10.0 + 5.0 + 3.0]
+        );
         assert_eq!(increments_by(None, &pts, &[0, 10]), vec![10.0 + 5.0 + 3.0]);
         assert_eq!(increments_by(None, &pts, &[0, 3, 10]), vec![10.0, 8.0]);
     }

@@ -1441,7 +1441,11 @@ impl Store for SqliteStore {
                 )
                 .map_err(failed)?;
             let mut rows = within
-                .query(params![machine.as_str(), since.as_nanos(), until.as_nanos()])
+                .query(params![
+                    machine.as_str(),
+                    since.as_nanos(),
+                    until.as_nanos()
+                ])
                 .map_err(failed)?;
             while let Some(r) = rows.next().map_err(failed)? {
                 out.push(change_of(&machine, r)?);

@@ -256,9 +256,17 @@ async fn states_part(svc: &Arc<Service>, store: &dyn Store) {
             .map(|c| c.since.as_nanos() / 1_000_000_000)
             .collect::<Vec<_>>()
     };
-    assert_eq!(got(0, 50).await, Vec::<i64>::new(), "before the first change");
+    assert_eq!(
+        got(0, 50).await,
+        Vec::<i64>::new(),
+        "before the first change"
+    );
     assert_eq!(got(0, 100).await, vec![100], "bounds are inclusive");
-    assert_eq!(got(250, 400).await, vec![200, 300, 400], "the last one before, then the range");
+    assert_eq!(
+        got(250, 400).await,
+        vec![200, 300, 400],
+        "the last one before, then the range"
+    );
     assert_eq!(got(300, 300).await, vec![200, 300]);
     assert_eq!(got(600, 700).await, vec![500], "after the last: only it");
     let all = store
@@ -286,7 +294,9 @@ async fn states_part(svc: &Arc<Service>, store: &dyn Store) {
             r#"{{"machine_id": "cnt", "timestamp": {ts}, "parts": {parts}, "mode": "{mode}"}}"#
         )));
     }
-    batch.push(reading(r#"{"machine_id": "cnt", "timestamp": 1030, "parts": 3}"#));
+    batch.push(reading(
+        r#"{"machine_id": "cnt", "timestamp": 1030, "parts": 3}"#,
+    ));
     svc.ingest(batch).await.unwrap();
     let last = |before: i64| async move {
         store
@@ -294,10 +304,18 @@ async fn states_part(svc: &Arc<Service>, store: &dyn Store) {
             .await
             .unwrap()
     };
-    assert_eq!(last(1000).await, None, "exclusive: nothing before the first");
+    assert_eq!(
+        last(1000).await,
+        None,
+        "exclusive: nothing before the first"
+    );
     assert_eq!(last(1001).await, Some((t(1000), 5.0)));
     assert_eq!(last(1020).await, Some((t(1010), 9.0)));
-    assert_eq!(last(99_999).await, Some((t(1030), 3.0)), "far after the last");
+    assert_eq!(
+        last(99_999).await,
+        Some((t(1030), 3.0)),
+        "far after the last"
+    );
     assert_eq!(
         store
             .last_value_before(&m("cnt"), "nothing", t(5000))
