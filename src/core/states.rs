@@ -151,8 +151,16 @@ pub fn time_in_state<S: Clone + Eq + Hash + Ord>(
         segments,
         ..
     } = acc;
+    // A state that neither held nor was entered (the state before a change at `since`)
+    // is left out, except the one state of a zero-length range.
+    let keep = |s: &S, r: Option<&Option<CompactString>>, nanos: i64, entered: u64| {
+        nanos > 0
+            || entered > 0
+            || (until == since && *s == state && r.is_none_or(|r| *r == reason))
+    };
     let mut states: Vec<StateTime<S>> = by_state
         .into_iter()
+        .filter(|(s, (n, e))| keep(s, None, *n, *e))
         .map(|(state, (nanos, entered))| StateTime {
             state,
             nanos,
@@ -170,6 +178,7 @@ pub fn time_in_state<S: Clone + Eq + Hash + Ord>(
     }
     let mut reasons: Vec<ReasonTime<S>> = by_reason
         .into_iter()
+        .filter(|((s, r), (n, e))| keep(s, Some(r), *n, *e))
         .map(|((state, reason), (nanos, entered))| ReasonTime {
             state,
             reason,

@@ -8,5 +8,6 @@ mod crash;
 mod dashboard;
 mod mqtt;
 mod pg;
+mod states;
 mod stores;
 mod support;
