@@ -344,7 +344,9 @@ async fn dashboard_shows_machines_live_and_changes_status() {
            x.open("POST", "/status", false);
            x.setRequestHeader("content-type", "application/json");
            x.send(JSON.stringify({machine_id: "press-01", status: "COMPLETED"}));
-           document.querySelector('#status-buttons button[data-status="PAUSED"]').click();"##,
+           document.querySelector('#status-buttons button[data-status="PAUSED"]').click();
+           // PAUSED asks for an optional reason (states.js): sent without one.
+           document.querySelector('.reason-ask button[type=submit]').click();"##,
         vec![],
     )
     .await;
