@@ -28,6 +28,15 @@ fn index(s: JobStatus) -> usize {
     JobStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
+/// The time in each status from the time per (status, reason).
+pub fn status_nanos_from(reasons: &[super::states::ReasonTime<JobStatus>]) -> StatusNanos {
+    let mut out = [0; 6];
+    for r in reasons {
+        out[index(r.state)] += r.nanos;
+    }
+    out
+}
+
 /// Planned time: STARTED + RUNNING + PAUSED + FAILED.
 pub fn planned(n: &StatusNanos) -> i64 {
     PLANNED.iter().map(|s| n[index(*s)]).sum()

@@ -201,6 +201,46 @@ pub fn time_in_state<S: Clone + Eq + Hash + Ord>(
     }
 }
 
+/// [`Times`] from the time per (state, reason) over a range of length `total` > 0, as a
+/// store that keeps running sums answers it: the states are the sums of their reasons; pairs
+/// that neither held nor were entered are left out, as [`time_in_state`] does. No timeline.
+pub fn times_from_reasons<S: Clone + Eq + Hash + Ord>(
+    total: i64,
+    reasons: Vec<ReasonTime<S>>,
+) -> Times<S> {
+    let mut by_state: HashMap<S, (i64, u64)> = HashMap::new();
+    let mut reasons: Vec<ReasonTime<S>> = reasons
+        .into_iter()
+        .filter(|r| r.nanos > 0 || r.entered > 0)
+        .collect();
+    for r in &reasons {
+        let e = by_state.entry(r.state.clone()).or_default();
+        e.0 += r.nanos;
+        e.1 += r.entered;
+    }
+    let mut states: Vec<StateTime<S>> = by_state
+        .into_iter()
+        .map(|(state, (nanos, entered))| StateTime {
+            state,
+            nanos,
+            entered,
+        })
+        .collect();
+    states.sort_by(|a, b| b.nanos.cmp(&a.nanos).then_with(|| a.state.cmp(&b.state)));
+    reasons.sort_by(|a, b| {
+        b.nanos
+            .cmp(&a.nanos)
+            .then_with(|| a.state.cmp(&b.state))
+            .then_with(|| a.reason.cmp(&b.reason))
+    });
+    Times {
+        total,
+        states,
+        reasons,
+        timeline: None,
+    }
+}
+
 /// The running sums of [`time_in_state`].
 struct Acc<S> {
     by_state: HashMap<S, (i64, u64)>,
@@ -420,6 +460,17 @@ mod tests {
             for w in tl.windows(2) {
                 prop_assert!(w[0].state != w[1].state);
             }
+        }
+
+        #[test]
+        fn running_sums_give_the_same_times(
+            steps in history(),
+            since in -50i64..700,
+            len in 1i64..700,
+        ) {
+            let full = time_in_state(9, &steps, since, since + len, None);
+            let again = times_from_reasons(len, full.reasons.clone());
+            prop_assert_eq!(full, again);
         }
 
         #[test]

@@ -123,6 +123,38 @@ pub trait Store: Send + Sync + 'static {
         Ok(all[first.saturating_sub(1)..last.max(first.saturating_sub(1))].to_vec())
     }
 
+    /// The time and entries of one machine's job status per (status, reason) over
+    /// `[since, until]` (`since < until`), IDLE before its first change included: what
+    /// `/states` and `/oee` without a timeline or buckets need. The default computes it from
+    /// [`Store::status_changes`]; the SQLite store answers from running sums it keeps with
+    /// each change, in a few lookups per (status, reason) however long the range.
+    async fn status_totals(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<crate::core::states::ReasonTime<crate::status::JobStatus>>, StoreError> {
+        use crate::core::states::{Step, time_in_state};
+        let steps: Vec<Step<crate::status::JobStatus>> = self
+            .status_changes(machine_id, since, until)
+            .await?
+            .into_iter()
+            .map(|c| Step {
+                at: c.since.as_nanos(),
+                state: c.status,
+                reason: c.reason,
+            })
+            .collect();
+        let times = time_in_state(
+            crate::status::JobStatus::Idle,
+            &steps,
+            since.as_nanos(),
+            until.as_nanos(),
+            None,
+        );
+        Ok(times.reasons)
+    }
+
     /// The last value of a numeric parameter of one machine before `before` (exclusive):
     /// the base a counter's first rise in a range is measured from. Looks back in growing
     /// windows, up to [`LOOKBACK`]; a store with a faster way overrides it.

@@ -287,6 +287,58 @@ async fn states_part(svc: &Arc<Service>, store: &dyn Store) {
         vec![None, Some("no material")]
     );
 
+    // Totals per (status, reason) equal the core's over the store's own changes, on a random
+    // lifecycle history, for ranges before, across and after it (SQLite: its running sums).
+    let mut rng = fastrand::Rng::with_seed(6);
+    let (mut at, mut cur) = (10_000i64, Idle);
+    for _ in 0..300 {
+        at += rng.i64(0..50);
+        let next = cur.allowed_next();
+        let to = next[rng.usize(..next.len())];
+        let reason = matches!(to, Paused | Failed).then(|| ["jam", "setup"][rng.usize(..2)].into());
+        store
+            .append_status(millwatch::status::StatusChange {
+                machine_id: m("tot"),
+                status: to,
+                previous: cur,
+                since: t(at),
+                reason,
+            })
+            .await
+            .unwrap();
+        cur = to;
+    }
+    for _ in 0..40 {
+        let since = rng.i64(9_000..at + 500);
+        let until = since + rng.i64(1..6000);
+        let steps: Vec<_> = store
+            .status_changes(&m("tot"), t(since), t(until))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| millwatch::core::states::Step {
+                at: c.since.as_nanos(),
+                state: c.status,
+                reason: c.reason,
+            })
+            .collect();
+        let want = millwatch::core::states::time_in_state(
+            Idle,
+            &steps,
+            t(since).as_nanos(),
+            t(until).as_nanos(),
+            None,
+        );
+        let got = millwatch::core::states::times_from_reasons(
+            want.total,
+            store
+                .status_totals(&m("tot"), t(since), t(until))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, want, "[{since}, {until}]");
+    }
+
     // A counter's last value before a time, and state values within a range.
     let mut batch = Vec::new();
     for (ts, parts, mode) in [(1000, 5, "ON"), (1010, 9, "OFF"), (1020, 2, "ON")] {
