@@ -128,8 +128,8 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Analysis, u64), AnalyzeError> {
 
 /// `analyze FILE --states`: time in state of a state parameter (`--parameter`, default
 /// `status`) per machine over the file's time span, as `{"MACHINE": answer}` (SPEC §8's
-/// answer of `GET /states?parameter=P`), with how many readings were rejected.
-pub fn states(args: &AnalyzeArgs) -> Result<(serde_json::Value, u64), AnalyzeError> {
+/// answer of `GET /states?parameter=P`) as pretty JSON, with how many readings were rejected.
+pub fn states(args: &AnalyzeArgs) -> Result<(String, u64), AnalyzeError> {
     use std::collections::BTreeMap;
 
     use crate::core::states::{self as core_states, UNKNOWN};
@@ -196,7 +196,7 @@ pub fn states(args: &AnalyzeArgs) -> Result<(serde_json::Value, u64), AnalyzeErr
         )));
     }
     let stale = i64::try_from(args.stale.as_nanos()).unwrap_or(i64::MAX);
-    let mut out = serde_json::Map::new();
+    let mut out = BTreeMap::new();
     for (machine, mut v) in values {
         // Time order; readings of equal time keep their file order.
         v.sort_by_key(|p| p.0);
@@ -211,9 +211,9 @@ pub fn states(args: &AnalyzeArgs) -> Result<(serde_json::Value, u64), AnalyzeErr
             times,
             |s| s.to_string(),
         );
-        let json = serde_json::to_value(answer)
-            .map_err(|e| AnalyzeError::Input(format!("cannot write the answer: {e}")))?;
-        out.insert(machine.as_str().to_owned(), json);
+        out.insert(machine.as_str().to_owned(), answer);
     }
-    Ok((serde_json::Value::Object(out), rejected))
+    let json = serde_json::to_string_pretty(&out)
+        .map_err(|e| AnalyzeError::Input(format!("cannot write the answer: {e}")))?;
+    Ok((json, rejected))
 }

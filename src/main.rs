@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         },
         Command::Analyze(args) if args.states => match millwatch::analyze::states(&args) {
             Ok((answer, rejected)) => {
-                println!("{answer:#}");
+                println!("{answer}");
                 if rejected > 0 {
                     ExitCode::FAILURE
                 } else {
