@@ -256,6 +256,25 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_never_dated_before_the_one_it_follows() {
+        let m = MachineId::parse("press-01").unwrap();
+        let mut book = StatusBook::new();
+        let Decision::Change(c) = book
+            .decide(&m, Running, Timestamp::from_nanos(100))
+            .unwrap()
+        else {
+            panic!()
+        };
+        book.apply(&c);
+        // The clock stepped back: the change keeps the history in time order.
+        let Decision::Change(c) = book.decide(&m, Paused, Timestamp::from_nanos(40)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.since, Timestamp::from_nanos(100));
+    }
+
+    #[test]
     fn book_decides_and_applies() {
         let m = MachineId::parse("press-01").unwrap();
         let mut book = StatusBook::new();

@@ -588,3 +588,32 @@ async fn analyze_states_over_a_readings_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_states_and_oee() {
+    let app = TestApp::start().await;
+    let doc = app.get("/openapi.json").await.body;
+    for path in ["/states", "/oee"] {
+        let params = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} missing: {}", doc["paths"]));
+        let required: Vec<&str> = params
+            .iter()
+            .filter(|p| p["required"] == true)
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(required, ["machine_id"], "{path}");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for name in ["StatesAnswer", "OeeAnswer", "StateTimeDoc", "BucketDoc"] {
+        assert!(schemas.get(name).is_some(), "{name} missing: {schemas}");
+    }
+    assert_eq!(
+        schemas["SetStatus"]["properties"]["reason"]["maxLength"],
+        256
+    );
+    assert_eq!(
+        schemas["StatusChange"]["properties"]["reason"]["maxLength"],
+        256
+    );
+}
