@@ -145,7 +145,8 @@ pub(crate) async fn set(
                     r.len()
                 )));
             }
-            Some(compact_str::CompactString::from(r))
+            // An empty reason is no reason: the history and the Pareto list show null.
+            (!r.is_empty()).then(|| compact_str::CompactString::from(r))
         }
         None => None,
     };
