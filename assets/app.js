@@ -491,6 +491,8 @@
     const q = new URLSearchParams(location.hash.slice(1));
     const id = q.get("machine");
     clearInterval(detail.timer);
+    const range = RANGES[q.get("range")] ? q.get("range") : "5m";
+    if (window.millwatchStates) window.millwatchStates.detail(id ? { id, ms: RANGES[range].ms } : null);
     if (!id) {
       $("detail").hidden = true;
       if (detail.plot) detail.plot.destroy();
@@ -588,17 +590,19 @@
     for (const b of box.querySelectorAll("button")) b.disabled = true;
     error.hidden = true;
     try {
+      // states.js asks for an optional reason (PAUSED, FAILED); null: the user cancelled.
+      const extra = window.millwatchStates ? await window.millwatchStates.askReason(status) : {};
+      if (extra === null) throw null;
       const r = await millwatchAuth.fetch("/status", {
         method: "POST",
         headers: { "content-type": "application/json", accept: "application/json" },
-        body: JSON.stringify({ machine_id: id, status }),
+        body: JSON.stringify({ machine_id: id, status, ...extra }),
       });
       const body = await r.json().catch(() => null);
       if (r.ok) applyStatus(body);
       else (setText(error, (body && body.error) || `refused: ${r.status}`), (error.hidden = false));
     } catch (e) {
-      setText(error, `could not reach the server: ${e.message}`);
-      error.hidden = false;
+      if (e !== null) (setText(error, `could not reach the server: ${e.message}`), (error.hidden = false));
     }
     delete box.dataset.offer;
     await refreshStatus(id);

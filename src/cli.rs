@@ -173,6 +173,15 @@ pub struct AnalyzeArgs {
     /// Europe/Berlin.
     #[arg(long, env = "MILLWATCH_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
     pub timezone: chrono_tz::Tz,
+
+    /// Time in state instead: how long each machine was in each value of the state
+    /// parameter --parameter (default "status") over the file's time span.
+    #[arg(long)]
+    pub states: bool,
+
+    /// With --states: how long a value holds without a new reading; beyond, UNKNOWN.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub stale: Duration,
 }
 
 /// Arguments of `serve`.
@@ -215,6 +224,21 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body: usize,
+
+    /// OEE settings (TOML): a [[machine]] table per group of machines with machines (a
+    /// glob), count (the parts counter), good or reject (a counter), ideal_rate (parts per
+    /// minute). Without it /oee gives availability only.
+    #[arg(long, value_name = "FILE", value_parser = parse_oee_file)]
+    pub oee: Option<crate::core::oee::OeeConfig>,
+
+    /// Shift start times, local to --timezone, for /oee?by=shift.
+    #[arg(long, default_value = "06:00,14:00,22:00", value_parser = crate::core::oee::Shifts::parse)]
+    pub shifts: crate::core::oee::Shifts,
+
+    /// How long a state parameter's value holds without a new reading in /states; time
+    /// beyond counts as UNKNOWN.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub stale: Duration,
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -274,6 +298,12 @@ pub fn parse_timezone(s: &str) -> Result<chrono_tz::Tz, String> {
     s.parse::<chrono_tz::Tz>().map_err(|_| {
         format!("{s:?} is not a time zone: give an IANA name such as Europe/Berlin or UTC")
     })
+}
+
+/// Reads and checks an OEE file (`serve --oee`).
+pub fn parse_oee_file(path: &str) -> Result<crate::core::oee::OeeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    crate::core::oee::OeeConfig::parse(&text).map_err(|e| format!("{path}: {e}"))
 }
 
 /// A threshold is a finite fraction, zero or more.

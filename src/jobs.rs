@@ -91,7 +91,7 @@ impl StatusFrom {
 pub async fn follow(service: &Service, from: &StatusFrom, records: &[Arc<ProcessedRecord>]) {
     for (machine, status) in from.wanted(records) {
         match service
-            .set_status_by_plant(machine.clone(), status, None)
+            .set_status_by_plant(machine.clone(), status, None, None)
             .await
         {
             Ok(_) => {}

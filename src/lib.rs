@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod api;
 pub mod chain;
 pub mod cli;
+pub mod core;
 pub mod csv_input;
 pub mod ingest;
 pub mod jobs;

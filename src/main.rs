@@ -65,6 +65,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Analyze(args) if args.states => match millwatch::analyze::states(&args) {
+            Ok((answer, rejected)) => {
+                println!("{answer}");
+                if rejected > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e @ millwatch::analyze::AnalyzeError::Usage(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Analyze(args) => match millwatch::analyze::run(&args) {
             Ok((analysis, rejected)) => match serde_json::to_string_pretty(&analysis) {
                 Ok(json) => {

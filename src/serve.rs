@@ -125,6 +125,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     state.max_body = args.max_body;
     state.machine_tag = args.pipeline.machine_tag.clone();
     state.access = access;
+    state.states = api::StatesConfig {
+        oee: Arc::new(args.oee.clone().unwrap_or_default()),
+        shifts: args.shifts.clone(),
+        timezone: args.pipeline.timezone,
+        stale: args.stale,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;

@@ -337,8 +337,19 @@ impl Service {
         machine: MachineId,
         to: JobStatus,
     ) -> Result<StatusAnswer, StatusError> {
+        self.set_status_with_reason(machine, to, None).await
+    }
+
+    /// [`Service::set_status`] with the reason kept in the history (a stop reason, say);
+    /// the caller checks its length ([`crate::status::MAX_REASON`]).
+    pub async fn set_status_with_reason(
+        &self,
+        machine: MachineId,
+        to: JobStatus,
+        reason: Option<compact_str::CompactString>,
+    ) -> Result<StatusAnswer, StatusError> {
         let mut book = self.statuses.lock().await;
-        let answer = self.change_status(&mut book, machine, to).await?;
+        let answer = self.change_status(&mut book, machine, to, reason).await?;
         self.api_changes.note(&answer.machine_id);
         Ok(answer)
     }
@@ -350,6 +361,7 @@ impl Service {
         &self,
         machine: MachineId,
         to: JobStatus,
+        reason: Option<compact_str::CompactString>,
         respect_api: Option<std::time::Duration>,
     ) -> Result<Option<StatusAnswer>, StatusError> {
         let mut book = self.statuses.lock().await;
@@ -357,7 +369,9 @@ impl Service {
         if respect_api.is_some_and(|span| self.api_changes.within(&machine, span)) {
             return Ok(None);
         }
-        self.change_status(&mut book, machine, to).await.map(Some)
+        self.change_status(&mut book, machine, to, reason)
+            .await
+            .map(Some)
     }
 
     async fn change_status(
@@ -367,6 +381,7 @@ impl Service {
         book: &mut tokio::sync::MutexGuard<'_, StatusBook>,
         machine: MachineId,
         to: JobStatus,
+        reason: Option<compact_str::CompactString>,
     ) -> Result<StatusAnswer, StatusError> {
         match book.decide(&machine, to, Timestamp::now())? {
             Decision::Unchanged { status, since } => Ok(StatusAnswer {
@@ -375,7 +390,8 @@ impl Service {
                 previous: status,
                 since,
             }),
-            Decision::Change(change) => {
+            Decision::Change(mut change) => {
+                change.reason = reason;
                 self.store.append_status(change.clone()).await?;
                 book.apply(&change);
                 self.status_view

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::Serialize;
 
 use crate::reading::MachineId;
@@ -104,7 +105,13 @@ pub struct StatusChange {
     /// When the change was made.
     #[schema(value_type = String, format = DateTime)]
     pub since: Timestamp,
+    /// Why, when the request said (at most 256 bytes), such as a stop reason.
+    #[schema(value_type = Option<String>, max_length = 256)]
+    pub reason: Option<CompactString>,
 }
+
+/// The longest reason a status change keeps, in bytes.
+pub const MAX_REASON: usize = 256;
 
 /// A refused change: SPEC §4 answers it with 409 and the allowed next statuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +165,9 @@ impl StatusBook {
         now: Timestamp,
     ) -> Result<Decision, TransitionRefused> {
         let (from, since) = self.get(machine);
+        // Never before the change it follows (a clock stepping back): the history stays in
+        // time order, which time in state relies on.
+        let now = since.map_or(now, |s| now.max(s));
         if from == to {
             return Ok(Decision::Unchanged { status: to, since });
         }
@@ -173,6 +183,7 @@ impl StatusBook {
             status: to,
             previous: from,
             since: now,
+            reason: None,
         }))
     }
 
@@ -245,6 +256,25 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_never_dated_before_the_one_it_follows() {
+        let m = MachineId::parse("press-01").unwrap();
+        let mut book = StatusBook::new();
+        let Decision::Change(c) = book
+            .decide(&m, Running, Timestamp::from_nanos(100))
+            .unwrap()
+        else {
+            panic!()
+        };
+        book.apply(&c);
+        // The clock stepped back: the change keeps the history in time order.
+        let Decision::Change(c) = book.decide(&m, Paused, Timestamp::from_nanos(40)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.since, Timestamp::from_nanos(100));
+    }
+
+    #[test]
     fn book_decides_and_applies() {
         let m = MachineId::parse("press-01").unwrap();
         let mut book = StatusBook::new();
@@ -268,6 +298,7 @@ mod tests {
             status: Running,
             previous: Started,
             since: t,
+            reason: None,
         });
         let err = book.decide(&m, Idle, t).unwrap_err();
         assert_eq!(

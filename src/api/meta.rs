@@ -51,6 +51,8 @@ pub(crate) struct ReadingDoc {
         super::status::one,
         super::status::set,
         super::status::history,
+        super::states::get_states,
+        super::states::get_oee,
         super::events::stream,
         healthz,
         metrics,
@@ -129,6 +131,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "auth.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/auth.css"),
+    ),
+    (
+        "states.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/states.js"),
     ),
     (
         "app.css",

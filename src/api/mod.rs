@@ -24,11 +24,13 @@ mod data;
 mod error;
 mod events;
 mod meta;
+pub(crate) mod states;
 mod status;
 
 pub use analytics::{parse_baseline, parse_bucket};
 pub use error::{ApiError, ErrorBody};
 pub use meta::ApiDoc;
+pub use states::{DEFAULT_STALE, StatesConfig};
 
 /// Default largest request body: 16 MiB.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub machine_tag: String,
     /// Tokens, `--public-read` and the names the server answers to (SPEC §9).
     pub access: auth::Access,
+    /// What `/states` and `/oee` use: OEE file, shifts, time zone, staleness.
+    pub states: StatesConfig,
 }
 
 impl AppState {
@@ -60,6 +64,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             machine_tag: "machine_id".into(),
             access: auth::Access::default(),
+            states: StatesConfig::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ pub fn app(state: AppState) -> Router {
                 .post(analytics::post)
                 .fallback(wrong_method),
         )
+        .route("/states", get(states::get_states).fallback(wrong_method))
+        .route("/oee", get(states::get_oee).fallback(wrong_method))
         .route("/events", get(events::stream).fallback(wrong_method))
         .route("/", get(meta::dashboard).fallback(wrong_method))
         .route("/assets/{*file}", get(meta::asset).fallback(wrong_method))
@@ -156,6 +163,8 @@ const ROUTES: &[&str] = &[
     "/status/history",
     "/status/{machine_id}",
     "/analytics",
+    "/states",
+    "/oee",
     "/events",
     "/",
     "/assets/{*file}",

@@ -10,7 +10,7 @@ use super::data::{limit_param, machine_param};
 use super::{ApiError, AppState, json_body, parse_query};
 use crate::reading::MachineId;
 use crate::service::StatusAnswer;
-use crate::status::{JobStatus, StatusChange};
+use crate::status::{JobStatus, MAX_REASON, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// A machine's current job status (set through `POST /status`; not a state the machine
@@ -69,6 +69,9 @@ pub(crate) struct SetStatus {
     /// The machine; absent: the default machine.
     #[schema(value_type = Option<String>, example = "press-01")]
     machine_id: Option<serde_json::Value>,
+    /// Why, such as a stop reason; kept in the history. At most 256 bytes.
+    #[schema(value_type = Option<String>, max_length = 256, example = "material jam")]
+    reason: Option<serde_json::Value>,
 }
 
 /// Every known machine's job status, sorted by machine id.
@@ -115,7 +118,7 @@ fn field_str<'a>(v: &'a serde_json::Value, field: &str) -> Result<&'a str, ApiEr
     request_body = SetStatus,
     responses(
         (status = 200, description = "Changed, or already so", body = SetStatusAnswer),
-        (status = 400, description = "Not a status (the answer lists the valid ones), or a bad machine id", body = super::ErrorBody),
+        (status = 400, description = "Not a status (the answer lists the valid ones), a bad machine id, or a reason over 256 bytes", body = super::ErrorBody),
         (status = 409, description = "Not allowed from the current status; names the allowed next statuses", body = super::ErrorBody),
         (status = 415, description = "Not JSON", body = super::ErrorBody),
     ))]
@@ -134,8 +137,26 @@ pub(crate) async fn set(
             .map_err(|e| ApiError::BadRequest(format!("field \"machine_id\": {e}")))?,
         None => state.service.default_machine(),
     };
+    let reason = match req.reason.as_ref().filter(|v| !v.is_null()) {
+        Some(v) => {
+            let r = field_str(v, "reason")?;
+            if r.len() > MAX_REASON {
+                return Err(ApiError::BadRequest(format!(
+                    "field \"reason\": {} bytes is over the limit of {MAX_REASON}",
+                    r.len()
+                )));
+            }
+            // An empty reason is no reason: the history and the Pareto list show null.
+            (!r.is_empty()).then(|| compact_str::CompactString::from(r))
+        }
+        None => None,
+    };
     Ok(Json(
-        state.service.set_status(machine, status).await?.into(),
+        state
+            .service
+            .set_status_with_reason(machine, status, reason)
+            .await?
+            .into(),
     ))
 }
 

@@ -191,11 +191,13 @@ impl SimMachine {
             self.job = next;
             return;
         };
-        // merge: pass `reason` with the change once job status changes carry one (the
-        // "states" work adds it to POST /status and the status history).
-        let _ = reason;
         match service
-            .set_status_by_plant(self.id.clone(), next, Some(crate::jobs::API_PROTECTION))
+            .set_status_by_plant(
+                self.id.clone(),
+                next,
+                reason.map(compact_str::CompactString::const_new),
+                Some(crate::jobs::API_PROTECTION),
+            )
             .await
         {
             Ok(Some(answer)) => {

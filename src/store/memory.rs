@@ -191,6 +191,30 @@ impl Store for MemoryStore {
         Ok(v)
     }
 
+    async fn status_changes(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let inner = self.read();
+        let mine = inner.history.iter().filter(|c| &c.machine_id == machine_id);
+        let mut before: Option<&StatusChange> = None;
+        let mut out = Vec::new();
+        for c in mine {
+            if c.since < since {
+                // The history is in time order (the status book never goes back in time).
+                before = Some(c);
+            } else if c.since <= until {
+                out.push(c.clone());
+            }
+        }
+        if let Some(b) = before {
+            out.insert(0, b.clone());
+        }
+        Ok(out)
+    }
+
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         let mut inner = self.write();
         let keep = inner.all.split_off(&(cutoff, 0));

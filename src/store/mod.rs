@@ -73,6 +73,9 @@ impl ValueSeries {
     }
 }
 
+/// How far back [`Store::last_value_before`] looks: a year.
+pub const LOOKBACK: i64 = 366 * 24 * 3_600_000_000_000;
+
 /// A place to keep records and status changes.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -103,6 +106,113 @@ pub trait Store: Send + Sync + 'static {
         machine_id: Option<&MachineId>,
         limit: usize,
     ) -> Result<Vec<StatusChange>, StoreError>;
+
+    /// One machine's status changes with `since` in `[since, until]` (inclusive), oldest
+    /// first, preceded by the last change before `since` if there is one: all that time in
+    /// state over the range needs, read from the range alone. The default reads the whole
+    /// history (for wrappers and tests); every store overrides it with a range read.
+    async fn status_changes(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let all = self.status_history(Some(machine_id), usize::MAX).await?;
+        let first = all.partition_point(|c| c.since < since);
+        let last = all.partition_point(|c| c.since <= until);
+        Ok(all[first.saturating_sub(1)..last.max(first.saturating_sub(1))].to_vec())
+    }
+
+    /// The time and entries of one machine's job status per (status, reason) over
+    /// `[since, until]` (`since < until`), IDLE before its first change included: what
+    /// `/states` and `/oee` without a timeline or buckets need. The default computes it from
+    /// [`Store::status_changes`]; the SQLite store answers from running sums it keeps with
+    /// each change, in a few lookups per (status, reason) however long the range.
+    async fn status_totals(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<crate::core::states::ReasonTime<crate::status::JobStatus>>, StoreError> {
+        use crate::core::states::{Step, time_in_state};
+        let steps: Vec<Step<crate::status::JobStatus>> = self
+            .status_changes(machine_id, since, until)
+            .await?
+            .into_iter()
+            .map(|c| Step {
+                at: c.since.as_nanos(),
+                state: c.status,
+                reason: c.reason,
+            })
+            .collect();
+        let times = time_in_state(
+            crate::status::JobStatus::Idle,
+            &steps,
+            since.as_nanos(),
+            until.as_nanos(),
+            None,
+        );
+        Ok(times.reasons)
+    }
+
+    /// The last value of a numeric parameter of one machine before `before` (exclusive):
+    /// the base a counter's first rise in a range is measured from. Looks back in growing
+    /// windows, up to [`LOOKBACK`]; a store with a faster way overrides it.
+    async fn last_value_before(
+        &self,
+        machine_id: &MachineId,
+        parameter: &str,
+        before: Timestamp,
+    ) -> Result<Option<(Timestamp, f64)>, StoreError> {
+        const HOUR: i64 = 3_600_000_000_000;
+        let Some(upto) = before.as_nanos().checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut from = upto;
+        for window in [HOUR, 24 * HOUR, 30 * 24 * HOUR, LOOKBACK] {
+            let lo = upto.saturating_sub(window);
+            let s = self
+                .series(
+                    machine_id,
+                    parameter,
+                    Some(Timestamp::from_nanos(lo)),
+                    Some(Timestamp::from_nanos(from)),
+                )
+                .await?;
+            if let (Some(t), Some(v)) = (s.timestamps.last(), s.values.last()) {
+                return Ok(Some((*t, *v)));
+            }
+            // The next window reads only what this one did not.
+            from = lo.saturating_sub(1);
+        }
+        Ok(None)
+    }
+
+    /// The values of one state parameter of one machine within the bounds (inclusive),
+    /// oldest first (ties in arrival order): what time in state of a reported state reads.
+    async fn state_values(
+        &self,
+        machine_id: &MachineId,
+        parameter: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(Timestamp, compact_str::CompactString)>, StoreError> {
+        let records = self
+            .query(DataQuery {
+                machine_id: Some(machine_id.clone()),
+                since: Some(since),
+                until: Some(until),
+                limit: usize::MAX,
+            })
+            .await?;
+        Ok(records
+            .iter()
+            .filter_map(|r| match r.get(parameter) {
+                Some(crate::reading::Value::State(v)) => Some((r.timestamp, v.clone())),
+                _ => None,
+            })
+            .collect())
+    }
 
     /// What a restarted service needs: for each machine, its last `per_machine` records in
     /// arrival order (oldest first), and every machine's last status change.

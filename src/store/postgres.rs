@@ -22,7 +22,7 @@ use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// The schema version this build writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -47,6 +47,10 @@ const MIGRATIONS: &[&str] = &[
         since BIGINT NOT NULL
     );
     CREATE INDEX status_history_machine ON status_history (machine_id, id);",
+    // 1 -> 2: a status change keeps its reason; time in state reads one machine's changes
+    // by time.
+    "ALTER TABLE status_history ADD COLUMN reason TEXT;
+    CREATE INDEX status_history_machine_since ON status_history (machine_id, since, id);",
 ];
 
 /// How long a request waits for a connection before it is told the store is unavailable.
@@ -243,8 +247,8 @@ impl Writer {
             match cmd {
                 Command::Status(c, _) => {
                     tx.execute(
-                        "INSERT INTO status_history (machine_id, status, previous, since) VALUES ($1, $2, $3, $4)",
-                        &[&c.machine_id.as_str(), &c.status.as_str(), &c.previous.as_str(), &c.since.as_nanos()],
+                        "INSERT INTO status_history (machine_id, status, previous, since, reason) VALUES ($1, $2, $3, $4, $5)",
+                        &[&c.machine_id.as_str(), &c.status.as_str(), &c.previous.as_str(), &c.since.as_nanos(), &c.reason.as_deref()],
                     )
                     .await
                     .map_err(db_error)?;
@@ -272,6 +276,7 @@ fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
         status: JobStatus::parse(r.get(1)).map_err(StoreError::Failed)?,
         previous: JobStatus::parse(r.get(2)).map_err(StoreError::Failed)?,
         since: Timestamp::from_nanos(r.get(3)),
+        reason: r.get::<_, Option<&str>>(4).map(Into::into),
     })
 }
 
@@ -366,7 +371,7 @@ impl Store for PostgresStore {
         let machine = machine.map(|m| m.as_str());
         let rows = client
             .query(
-                "SELECT machine_id, status, previous, since FROM status_history
+                "SELECT machine_id, status, previous, since, reason FROM status_history
                  WHERE ($1::text IS NULL OR machine_id = $1) ORDER BY id DESC LIMIT $2",
                 &[&machine, &(limit as i64)],
             )
@@ -375,6 +380,32 @@ impl Store for PostgresStore {
         let mut out = rows.iter().map(to_change).collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
+    }
+
+    async fn status_changes(
+        &self,
+        machine: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let client = self.client().await?;
+        let before = client
+            .query_opt(
+                "SELECT machine_id, status, previous, since, reason FROM status_history
+                 WHERE machine_id = $1 AND since < $2 ORDER BY since DESC, id DESC LIMIT 1",
+                &[&machine.as_str(), &since.as_nanos()],
+            )
+            .await
+            .map_err(db_error)?;
+        let rows = client
+            .query(
+                "SELECT machine_id, status, previous, since, reason FROM status_history
+                 WHERE machine_id = $1 AND since >= $2 AND since <= $3 ORDER BY since, id",
+                &[&machine.as_str(), &since.as_nanos(), &until.as_nanos()],
+            )
+            .await
+            .map_err(db_error)?;
+        before.iter().chain(&rows).map(to_change).collect()
     }
 
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
@@ -405,7 +436,7 @@ impl Store for PostgresStore {
         }
         let rows = client
             .query(
-                "SELECT machine_id, status, previous, since FROM status_history
+                "SELECT machine_id, status, previous, since, reason FROM status_history
                  WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
                 &[],
             )

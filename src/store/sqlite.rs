@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
@@ -34,6 +34,7 @@ use super::logfile::{LogFile, LogLock};
 use super::pending::Pending;
 use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
+use crate::core::states::ReasonTime;
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
 use crate::status::{JobStatus, StatusChange};
@@ -44,7 +45,7 @@ type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -93,6 +94,42 @@ const MIGRATIONS: &[&str] = &[
     // builds would not read: version 5 keeps them from opening a file whose records a crash
     // left there. The log table stays for files that still hold rows in it.
     "-- no table changes",
+    // 5 -> 6: a status change keeps its reason, and running sums for time in state: `ends`
+    // is the time of the machine's next change (null for its latest), `key_nanos` and
+    // `key_entries` the time in and entries into the row's (status, reason) over all the
+    // machine's earlier rows; `status_keys` lists each machine's (status, reason) pairs. The
+    // sums make a range's time per pair a difference of two lookups (see `status_totals`).
+    // Rows of older files get their sums here.
+    "ALTER TABLE status_history ADD COLUMN reason TEXT;
+    ALTER TABLE status_history ADD COLUMN ends INTEGER;
+    ALTER TABLE status_history ADD COLUMN key_nanos INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE status_history ADD COLUMN key_entries INTEGER NOT NULL DEFAULT 0;
+    UPDATE status_history SET ends = n.next FROM
+        (SELECT id, LEAD(since) OVER (PARTITION BY machine_id ORDER BY since, id) AS next
+         FROM status_history) AS n
+        WHERE n.id = status_history.id;
+    UPDATE status_history SET key_nanos = w.kn, key_entries = w.ke FROM
+        (SELECT id,
+            COALESCE(SUM(ends - since) OVER (PARTITION BY machine_id, status, reason
+                ORDER BY since, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS kn,
+            ROW_NUMBER() OVER (PARTITION BY machine_id, status, reason ORDER BY since, id) - 1
+                AS ke
+         FROM status_history) AS w
+        WHERE w.id = status_history.id;
+    CREATE INDEX status_history_machine_since
+        ON status_history (machine_id, since, id, status, previous, reason);
+    CREATE INDEX status_history_machine_key
+        ON status_history (machine_id, status, reason, since, id);
+    CREATE TABLE status_keys (
+        machine_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        has_reason INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (machine_id, status, has_reason, reason)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO status_keys
+        SELECT DISTINCT machine_id, status, reason IS NOT NULL, COALESCE(reason, '')
+        FROM status_history;",
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -1141,23 +1178,9 @@ impl Writer {
         let mut tx = self.conn.unchecked_transaction().map_err(failed)?;
         let mut deleted = 0;
         {
-            let mut status = tx
-                .prepare_cached(
-                    "INSERT INTO status_history (machine_id, status, previous, since) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(failed)?;
             for cmd in group {
                 match cmd {
-                    Command::Status(c, _) => {
-                        status
-                            .execute(params![
-                                c.machine_id.as_str(),
-                                c.status.as_str(),
-                                c.previous.as_str(),
-                                c.since.as_nanos()
-                            ])
-                            .map_err(failed)?;
-                    }
+                    Command::Status(c, _) => insert_status(&tx, c)?,
                     Command::Retain(cutoff, _) => {
                         deleted += tx
                             .execute(
@@ -1200,16 +1223,138 @@ impl Writer {
     }
 }
 
-fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+/// Stores a status change with its running sums (migration 5 -> 6): the machine's latest
+/// change so far gets its end, the new row the sums of its (status, reason) up to it. A
+/// change dated before the machine's latest is stored at the latest's time, so that the
+/// history stays in time order (the status book never asks for that).
+fn insert_status(tx: &Connection, c: &StatusChange) -> Result<(), StoreError> {
+    let machine = c.machine_id.as_str();
+    let mut since = c.since.as_nanos();
+    let last: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, since FROM status_history WHERE machine_id = ?1
+             ORDER BY since DESC, id DESC LIMIT 1",
+        )
+        .map_err(failed)?
+        .query_row(params![machine], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(failed)?;
+    if let Some((id, at)) = last {
+        since = since.max(at);
+        tx.prepare_cached("UPDATE status_history SET ends = ?1 WHERE id = ?2")
+            .map_err(failed)?
+            .execute(params![since, id])
+            .map_err(failed)?;
+    }
+    let reason = c.reason.as_deref();
+    let same: Option<(i64, i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT since, ends, key_nanos, key_entries FROM status_history
+             WHERE machine_id = ?1 AND status = ?2 AND reason IS ?3
+             ORDER BY since DESC, id DESC LIMIT 1",
+        )
+        .map_err(failed)?
+        .query_row(params![machine, c.status.as_str(), reason], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, Option<i64>>(1)?.unwrap_or(since),
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })
+        .optional()
+        .map_err(failed)?;
+    let (key_nanos, key_entries) = same.map_or((0, 0), |(at, ends, n, e)| (n + (ends - at), e + 1));
+    tx.prepare_cached(
+        "INSERT INTO status_history (machine_id, status, previous, since, reason, key_nanos, key_entries)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(failed)?
+    .execute(params![
+        machine,
+        c.status.as_str(),
+        c.previous.as_str(),
+        since,
+        reason,
+        key_nanos,
+        key_entries
+    ])
+    .map_err(failed)?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO status_keys (machine_id, status, has_reason, reason) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(failed)?
+    .execute(params![machine, c.status.as_str(), reason.is_some(), reason.unwrap_or("")])
+    .map_err(failed)?;
+    Ok(())
 }
 
-fn to_change((m, s, p, t): (String, String, String, i64)) -> Result<StatusChange, StoreError> {
+/// Time in one (status, reason) up to `at` and its entries up to `at`, from the running sums
+/// of the pair's last row at or before `at` (`inclusive`) or before it.
+fn key_sums(
+    conn: &Connection,
+    machine: &str,
+    status: &str,
+    reason: Option<&str>,
+    at: i64,
+    inclusive: bool,
+) -> Result<(i64, i64), StoreError> {
+    let sql = if inclusive {
+        "SELECT since, ends, key_nanos, key_entries FROM status_history
+         WHERE machine_id = ?1 AND status = ?2 AND reason IS ?3 AND since <= ?4
+         ORDER BY since DESC, id DESC LIMIT 1"
+    } else {
+        "SELECT since, ends, key_nanos, key_entries FROM status_history
+         WHERE machine_id = ?1 AND status = ?2 AND reason IS ?3 AND since < ?4
+         ORDER BY since DESC, id DESC LIMIT 1"
+    };
+    let row: Option<(i64, Option<i64>, i64, i64)> = conn
+        .prepare_cached(sql)
+        .map_err(failed)?
+        .query_row(params![machine, status, reason, at], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(failed)?;
+    Ok(row.map_or((0, 0), |(since, ends, nanos, entries)| {
+        let end = ends.map_or(at, |e| e.min(at));
+        (nanos + (end - since).max(0), entries + 1)
+    }))
+}
+
+/// A status row as read: machine, status, previous, since, reason.
+type StatusRow = (String, String, String, i64, Option<String>);
+
+fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StatusRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_change((m, s, p, t, reason): StatusRow) -> Result<StatusChange, StoreError> {
     Ok(StatusChange {
         machine_id: machine_id(&m)?,
         status: JobStatus::parse(&s).map_err(failed)?,
         previous: JobStatus::parse(&p).map_err(failed)?,
         since: Timestamp::from_nanos(t),
+        reason: reason.map(Into::into),
+    })
+}
+
+/// A change of a known machine from the columns since, status, previous, reason (0..4),
+/// without copying the strings it only compares: the time-in-state hot path.
+fn change_of(machine: &MachineId, r: &rusqlite::Row<'_>) -> Result<StatusChange, StoreError> {
+    let text = |i: usize| -> Result<&str, StoreError> {
+        r.get_ref(i).map_err(failed)?.as_str().map_err(failed)
+    };
+    let reason = match r.get_ref(3).map_err(failed)? {
+        rusqlite::types::ValueRef::Null => None,
+        v => Some(v.as_str().map_err(failed)?.into()),
+    };
+    Ok(StatusChange {
+        machine_id: machine.clone(),
+        status: JobStatus::parse(text(1)?).map_err(failed)?,
+        previous: JobStatus::parse(text(2)?).map_err(failed)?,
+        since: Timestamp::from_nanos(r.get(0).map_err(failed)?),
+        reason,
     })
 }
 
@@ -1376,7 +1521,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT machine_id, status, previous, since FROM status_history
+                    "SELECT machine_id, status, previous, since, reason FROM status_history
                      WHERE ?1 IS NULL OR machine_id = ?1 ORDER BY id DESC LIMIT ?2",
                 )
                 .map_err(failed)?;
@@ -1387,6 +1532,114 @@ impl Store for SqliteStore {
                 .map(|r| r.map_err(failed).and_then(to_change))
                 .collect::<Result<Vec<_>, _>>()?;
             out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn status_changes(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let machine = machine_id.clone();
+        self.read(move |conn| {
+            let mut out = Vec::new();
+            let mut before = conn
+                .prepare_cached(
+                    "SELECT since, status, previous, reason FROM status_history
+                     WHERE machine_id = ?1 AND since < ?2 ORDER BY since DESC, id DESC LIMIT 1",
+                )
+                .map_err(failed)?;
+            let mut rows = before
+                .query(params![machine.as_str(), since.as_nanos()])
+                .map_err(failed)?;
+            if let Some(r) = rows.next().map_err(failed)? {
+                out.push(change_of(&machine, r)?);
+            }
+            let mut within = conn
+                .prepare_cached(
+                    "SELECT since, status, previous, reason FROM status_history
+                     WHERE machine_id = ?1 AND since >= ?2 AND since <= ?3 ORDER BY since, id",
+                )
+                .map_err(failed)?;
+            let mut rows = within
+                .query(params![
+                    machine.as_str(),
+                    since.as_nanos(),
+                    until.as_nanos()
+                ])
+                .map_err(failed)?;
+            while let Some(r) = rows.next().map_err(failed)? {
+                out.push(change_of(&machine, r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn status_totals(
+        &self,
+        machine_id: &MachineId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<ReasonTime<JobStatus>>, StoreError> {
+        let machine = machine_id.clone();
+        let (lo, hi) = (since.as_nanos(), until.as_nanos());
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(failed)?;
+            let m = machine.as_str();
+            let keys: Vec<(String, Option<String>)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT status, CASE WHEN has_reason THEN reason END FROM status_keys
+                         WHERE machine_id = ?1",
+                    )
+                    .map_err(failed)?;
+                let rows = stmt
+                    .query_map(params![m], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(failed)?;
+                rows.collect::<Result<_, _>>().map_err(failed)?
+            };
+            let mut out = Vec::with_capacity(keys.len() + 1);
+            for (status, reason) in &keys {
+                let r = reason.as_deref();
+                let (upto, entered_upto) = key_sums(&tx, m, status, r, hi, true)?;
+                let (before, _) = key_sums(&tx, m, status, r, lo, true)?;
+                let (_, entered_before) = key_sums(&tx, m, status, r, lo, false)?;
+                out.push(ReasonTime {
+                    state: JobStatus::parse(status).map_err(failed)?,
+                    reason: reason.as_deref().map(Into::into),
+                    nanos: upto - before,
+                    entered: (entered_upto - entered_before).max(0) as u64,
+                });
+            }
+            // IDLE before the first change, which no row holds.
+            let first: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT since FROM status_history WHERE machine_id = ?1 ORDER BY since, id LIMIT 1",
+                )
+                .map_err(failed)?
+                .query_row(params![m], |r| r.get(0))
+                .optional()
+                .map_err(failed)?;
+            let idle_before = first.map_or(hi, |f| f.min(hi)) - lo;
+            if idle_before > 0 {
+                match out
+                    .iter_mut()
+                    .find(|r| r.state == JobStatus::Idle && r.reason.is_none())
+                {
+                    Some(r) => r.nanos += idle_before,
+                    None => out.push(ReasonTime {
+                        state: JobStatus::Idle,
+                        reason: None,
+                        nanos: idle_before,
+                        entered: 0,
+                    }),
+                }
+            }
+            tx.finish().map_err(failed)?;
             Ok(out)
         })
         .await
@@ -1430,7 +1683,7 @@ impl Store for SqliteStore {
                 }
                 let mut stmt = conn
                     .prepare(
-                        "SELECT machine_id, status, previous, since FROM status_history
+                        "SELECT machine_id, status, previous, since, reason FROM status_history
                          WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
                     )
                     .map_err(failed)?;
@@ -1515,6 +1768,76 @@ mod tests {
             }],
             averages: smallvec::smallvec![x],
         }
+    }
+
+    /// The totals from the running sums equal the core's over the changes of the range.
+    async fn check_totals(store: &SqliteStore, a: &MachineId, lo: i64, hi: i64) {
+        use crate::core::states::{Step, time_in_state, times_from_reasons};
+        let (lo, hi) = (Timestamp::from_nanos(lo), Timestamp::from_nanos(hi));
+        let steps: Vec<Step<JobStatus>> = store
+            .status_changes(a, lo, hi)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| Step {
+                at: c.since.as_nanos(),
+                state: c.status,
+                reason: c.reason,
+            })
+            .collect();
+        let want = time_in_state(JobStatus::Idle, &steps, lo.as_nanos(), hi.as_nanos(), None);
+        let got = times_from_reasons(want.total, store.status_totals(a, lo, hi).await.unwrap());
+        assert_eq!(got, want, "[{lo}, {hi}]");
+    }
+
+    /// A version 5 file's status history gets its running sums in the migration to 6: the
+    /// totals from them equal the core's over the changes, and new changes continue them.
+    #[tokio::test]
+    async fn a_version_5_history_gets_running_sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let mut at = 0i64;
+        let mut cur = [JobStatus::Idle; 2];
+        let mut rng = fastrand::Rng::with_seed(5);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            for i in 0..200 {
+                at += rng.i64(0..30) * 1_000_000_000;
+                let k = usize::from(i % 3 == 0);
+                let next = cur[k].allowed_next();
+                let to = next[rng.usize(..next.len())];
+                conn.execute(
+                    "INSERT INTO status_history (machine_id, status, previous, since) VALUES (?1, ?2, ?3, ?4)",
+                    params![["a", "b"][k], to.as_str(), cur[k].as_str(), at],
+                )
+                .unwrap();
+                cur[k] = to;
+            }
+        }
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let a = MachineId::parse("a").unwrap();
+        for _ in 0..30 {
+            let lo = rng.i64(-1_000_000_000_000..at);
+            check_totals(&store, &a, lo, lo + rng.i64(1..at.max(2))).await;
+        }
+        let since = Timestamp::from_nanos(at + 5_000_000_000);
+        let last = store.status_history(Some(&a), 1).await.unwrap()[0].status;
+        let to = last.allowed_next()[0];
+        store
+            .append_status(StatusChange {
+                machine_id: a.clone(),
+                status: to,
+                previous: last,
+                since,
+                reason: Some("after the migration".into()),
+            })
+            .await
+            .unwrap();
+        check_totals(&store, &a, 0, at + 60_000_000_000).await;
     }
 
     /// A file written before the log existed (schema 1, chunks only) is migrated: its records

@@ -344,7 +344,9 @@ async fn dashboard_shows_machines_live_and_changes_status() {
            x.open("POST", "/status", false);
            x.setRequestHeader("content-type", "application/json");
            x.send(JSON.stringify({machine_id: "press-01", status: "COMPLETED"}));
-           document.querySelector('#status-buttons button[data-status="PAUSED"]').click();"##,
+           document.querySelector('#status-buttons button[data-status="PAUSED"]').click();
+           // PAUSED asks for an optional reason (states.js): sent without one.
+           document.querySelector('.reason-ask button[type=submit]').click();"##,
         vec![],
     )
     .await;
@@ -390,4 +392,150 @@ async fn dashboard_shows_machines_live_and_changes_status() {
 
     c.close().await.expect("the session closes");
     drop(driver);
+}
+
+/// SPEC §8 on the page: a machine with a status history and part counters shows today's
+/// availability on its card and, in its detail view, the timeline, the stop reasons and OEE
+/// per shift; PAUSED asks for a reason, which reaches the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_time_in_state_and_oee() {
+    use millwatch::status::{JobStatus::*, StatusChange};
+    use millwatch::store::Store;
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
+            eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
+            return;
+        }
+        panic!("{CHROMEDRIVER} is missing: run scripts/test.sh (or set MILLWATCH_SKIP_SERVICES=1)");
+    }
+    let store = std::sync::Arc::new(millwatch::store::memory::MemoryStore::new());
+    let now = millwatch::timestamp::Timestamp::now().as_nanos();
+    let min = 60_000_000_000i64;
+    let mut previous = Idle;
+    for (ago, status, reason) in [
+        (50, Running, None),
+        (30, Paused, Some("material jam")),
+        (20, Running, None),
+        (10, Failed, Some("spindle")),
+        (5, Running, None),
+    ] {
+        store
+            .append_status(StatusChange {
+                machine_id: millwatch::reading::MachineId::parse("press-01").unwrap(),
+                status,
+                previous,
+                since: millwatch::timestamp::Timestamp::from_nanos(now - ago * min),
+                reason: reason.map(Into::into),
+            })
+            .await
+            .unwrap();
+        previous = status;
+    }
+    let config = millwatch::api::StatesConfig {
+        oee: std::sync::Arc::new(
+            millwatch::core::oee::OeeConfig::parse(
+                "[[machine]]\nmachines = \"*\"\ncount = \"parts\"\nreject = \"rejects\"\nideal_rate = 2\n",
+            )
+            .unwrap(),
+        ),
+        ..Default::default()
+    };
+    let app = TestApp::with(store, move |s| s.states = config).await;
+    let readings: Vec<Value> = (0..=50)
+        .rev()
+        .step_by(5)
+        .map(|ago| {
+            json!({"machine_id": "press-01", "timestamp": (now - ago * min) as f64 / 1e9,
+                   "parts": (50 - ago) * 2, "rejects": (50 - ago) / 10})
+        })
+        .collect();
+    let a = app
+        .post("/ingest", &Value::Array(readings).to_string())
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let driver = Driver::start();
+    let c = driver.connect().await;
+    c.goto(&format!("{}/", app.base))
+        .await
+        .expect("the page loads");
+    // The line is there at once ("–"); the figure follows when /oee answers.
+    let card = card_shows(&c, "press-01", " %").await;
+    assert!(card.contains("availability today"), "{card}");
+
+    c.goto(&format!("{}/#machine=press-01&range=1h", app.base))
+        .await
+        .expect("the detail view loads");
+    const SEEN: &str = r##"
+        const p = document.getElementById("states-panel");
+        return {
+          segments: [...p.querySelectorAll(".timeline > span")].map(s => s.dataset.state),
+          reasons: [...p.querySelectorAll(".pareto li")].map(li => li.dataset.reason),
+          shifts: p.querySelectorAll("table.oee tr[data-shift]").length,
+          text: p.innerText,
+        };"##;
+    let seen = eventually(
+        "the timeline, the stop reasons and OEE per shift",
+        || async {
+            let v = js(&c, SEEN, vec![]).await;
+            let segments: Vec<&str> = v["segments"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if segments.ends_with(&["IDLE", "RUNNING", "PAUSED", "RUNNING", "FAILED", "RUNNING"])
+                && v["reasons"] == json!(["material jam", "spindle"])
+                && v["shifts"].as_u64().unwrap_or(0) >= 1
+            {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
+    let text = seen["text"].as_str().unwrap();
+    assert!(
+        text.contains("availability") && text.contains("OEE"),
+        "{text}"
+    );
+    assert!(text.contains("Parts from \"parts\""), "{text}");
+
+    // PAUSED asks for a reason; it reaches the history.
+    c.find(Locator::Css(
+        r##"#status-buttons button[data-status="PAUSED"]"##,
+    ))
+    .await
+    .expect("a PAUSED button")
+    .click()
+    .await
+    .expect("a click on PAUSED");
+    let input = c
+        .wait()
+        .for_element(Locator::Css(".reason-ask input"))
+        .await
+        .expect("a reason field");
+    input.send_keys("tool change").await.expect("typing");
+    c.find(Locator::Css(".reason-ask button[type=submit]"))
+        .await
+        .expect("the submit button")
+        .click()
+        .await
+        .expect("a click on submit");
+    let last = eventually("the reason in the history", || async {
+        let h = app.get("/status/history?machine_id=press-01").await;
+        let last = h
+            .body
+            .as_array()
+            .and_then(|a| a.last())
+            .cloned()
+            .unwrap_or_default();
+        if last["status"] == "PAUSED" {
+            Ok(last)
+        } else {
+            Err(h.body.to_string())
+        }
+    })
+    .await;
+    assert_eq!(last["reason"], "tool change");
+    c.close().await.expect("the session closes");
 }

@@ -195,7 +195,12 @@ async fn a_pause_through_the_api_is_not_undone_by_the_simulators_mes() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !matches!(
         service
-            .set_status_by_plant(mill.clone(), millwatch::status::JobStatus::Paused, None)
+            .set_status_by_plant(
+                mill.clone(),
+                millwatch::status::JobStatus::Paused,
+                None,
+                None
+            )
             .await,
         Ok(Some(_))
     ) {

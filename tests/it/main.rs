@@ -14,5 +14,6 @@ mod mqtt;
 mod pg;
 mod readme;
 mod serve_bin;
+mod states;
 mod stores;
 mod support;

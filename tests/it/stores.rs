@@ -194,6 +194,8 @@ pub async fn suite(store: Arc<dyn Store>) {
         assert_eq!(xs(&got), (0..50).map(f64::from).collect::<Vec<_>>());
     }
 
+    states_part(&svc, store.as_ref()).await;
+
     // Retention removes what is old and keeps the rest.
     store.retain(t(50)).await.unwrap();
     assert!(
@@ -212,6 +214,175 @@ pub async fn suite(store: Arc<dyn Store>) {
         10
     );
     store.close().await.unwrap();
+}
+
+/// The reads of time in state and OEE (SPEC §8): status changes of a range with the last one
+/// before it, reasons kept, the last counter value before a time, state values of a range.
+async fn states_part(svc: &Arc<Service>, store: &dyn Store) {
+    let change = |secs: i64, status: JobStatus, previous: JobStatus, reason: Option<&str>| {
+        millwatch::status::StatusChange {
+            machine_id: m("hist"),
+            status,
+            previous,
+            since: t(secs),
+            reason: reason.map(Into::into),
+        }
+    };
+    use JobStatus::*;
+    let changes = [
+        change(100, Started, Idle, None),
+        change(200, Running, Started, None),
+        change(300, Paused, Running, Some("material jam")),
+        change(400, Running, Paused, None),
+        change(500, Failed, Running, Some("spindle")),
+    ];
+    for c in &changes {
+        store.append_status(c.clone()).await.unwrap();
+    }
+    // Another machine's changes in the same range are not read.
+    store
+        .append_status(millwatch::status::StatusChange {
+            machine_id: m("other"),
+            ..changes[0].clone()
+        })
+        .await
+        .unwrap();
+    let got = |since: i64, until: i64| async move {
+        store
+            .status_changes(&m("hist"), t(since), t(until))
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.since.as_nanos() / 1_000_000_000)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        got(0, 50).await,
+        Vec::<i64>::new(),
+        "before the first change"
+    );
+    assert_eq!(got(0, 100).await, vec![100], "bounds are inclusive");
+    assert_eq!(
+        got(250, 400).await,
+        vec![200, 300, 400],
+        "the last one before, then the range"
+    );
+    assert_eq!(got(300, 300).await, vec![200, 300]);
+    assert_eq!(got(600, 700).await, vec![500], "after the last: only it");
+    let all = store
+        .status_changes(&m("hist"), t(0), t(1000))
+        .await
+        .unwrap();
+    assert_eq!(all, changes.to_vec(), "every field, the reason included");
+    // Through the service, the reason reaches the history too.
+    svc.set_status_with_reason(m("why"), Running, None)
+        .await
+        .unwrap();
+    svc.set_status_with_reason(m("why"), Paused, Some("no material".into()))
+        .await
+        .unwrap();
+    let h = store.status_history(Some(&m("why")), 10).await.unwrap();
+    assert_eq!(
+        h.iter().map(|c| c.reason.as_deref()).collect::<Vec<_>>(),
+        vec![None, Some("no material")]
+    );
+
+    // Totals per (status, reason) equal the core's over the store's own changes, on a random
+    // lifecycle history, for ranges before, across and after it (SQLite: its running sums).
+    let mut rng = fastrand::Rng::with_seed(6);
+    let (mut at, mut cur) = (10_000i64, Idle);
+    for _ in 0..300 {
+        at += rng.i64(0..50);
+        let next = cur.allowed_next();
+        let to = next[rng.usize(..next.len())];
+        let reason = matches!(to, Paused | Failed).then(|| ["jam", "setup"][rng.usize(..2)].into());
+        store
+            .append_status(millwatch::status::StatusChange {
+                machine_id: m("tot"),
+                status: to,
+                previous: cur,
+                since: t(at),
+                reason,
+            })
+            .await
+            .unwrap();
+        cur = to;
+    }
+    for _ in 0..40 {
+        let since = rng.i64(9_000..at + 500);
+        let until = since + rng.i64(1..6000);
+        let steps: Vec<_> = store
+            .status_changes(&m("tot"), t(since), t(until))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| millwatch::core::states::Step {
+                at: c.since.as_nanos(),
+                state: c.status,
+                reason: c.reason,
+            })
+            .collect();
+        let want = millwatch::core::states::time_in_state(
+            Idle,
+            &steps,
+            t(since).as_nanos(),
+            t(until).as_nanos(),
+            None,
+        );
+        let got = millwatch::core::states::times_from_reasons(
+            want.total,
+            store
+                .status_totals(&m("tot"), t(since), t(until))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, want, "[{since}, {until}]");
+    }
+
+    // A counter's last value before a time, and state values within a range.
+    let mut batch = Vec::new();
+    for (ts, parts, mode) in [(1000, 5, "ON"), (1010, 9, "OFF"), (1020, 2, "ON")] {
+        batch.push(reading(&format!(
+            r#"{{"machine_id": "cnt", "timestamp": {ts}, "parts": {parts}, "mode": "{mode}"}}"#
+        )));
+    }
+    batch.push(reading(
+        r#"{"machine_id": "cnt", "timestamp": 1030, "parts": 3}"#,
+    ));
+    svc.ingest(batch).await.unwrap();
+    let last = |before: i64| async move {
+        store
+            .last_value_before(&m("cnt"), "parts", t(before))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        last(1000).await,
+        None,
+        "exclusive: nothing before the first"
+    );
+    assert_eq!(last(1001).await, Some((t(1000), 5.0)));
+    assert_eq!(last(1020).await, Some((t(1010), 9.0)));
+    assert_eq!(
+        last(99_999).await,
+        Some((t(1030), 3.0)),
+        "far after the last"
+    );
+    assert_eq!(
+        store
+            .last_value_before(&m("cnt"), "nothing", t(5000))
+            .await
+            .unwrap(),
+        None
+    );
+    let states = store
+        .state_values(&m("cnt"), "mode", t(1005), t(1030))
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        vec![(t(1010), "OFF".into()), (t(1020), "ON".into())]
+    );
 }
 
 #[tokio::test]

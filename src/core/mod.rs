@@ -1,0 +1,4 @@
+//! The pure core: no I/O, no HTTP, no SQL. Modules here take values and give values.
+
+pub mod oee;
+pub mod states;
