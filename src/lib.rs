@@ -8,6 +8,8 @@ pub mod analytics;
 pub mod analyze;
 pub mod api;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod lineproto;
 pub mod metrics;

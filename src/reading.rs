@@ -526,6 +526,32 @@ pub fn parse_reading(text: &[u8]) -> Result<Reading, ReadingError> {
     outcome
 }
 
+/// The fast path and the serde path apart, so that the fuzz targets (`crate::fuzzing`) can
+/// check that they agree; [`parse_reading`] is the one to call.
+pub(crate) mod paths {
+    use super::{JsonFailure, Reading, ReadingError, flat, read_one};
+
+    /// The fast byte scanner alone: `None` where it declines.
+    pub(crate) fn fast(text: &[u8]) -> Option<Reading> {
+        flat::parse(text)
+    }
+
+    /// The fast scanner with the names cache of a stream that read `before` first.
+    pub(crate) fn fast_after(before: &[u8], text: &[u8]) -> Option<Reading> {
+        let mut names = flat::Names::default();
+        let _ = flat::parse_with(before, &mut names);
+        flat::parse_with(text, &mut names)
+    }
+
+    /// The serde path alone.
+    pub(crate) fn serde(text: &[u8]) -> Result<Reading, ReadingError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let outcome = read_one(&mut de).map_err(JsonFailure::into_error)?;
+        de.end().map_err(|e| ReadingError::Syntax(e.to_string()))?;
+        outcome
+    }
+}
+
 /// Parses a whole document held in memory: one object, an array, or NDJSON.
 pub fn parse_all(text: &[u8]) -> Vec<Parsed> {
     let mut out = Vec::with_capacity(readings_hint(text));

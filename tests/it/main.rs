@@ -6,6 +6,7 @@ mod api;
 mod cli_ingest;
 mod crash;
 mod dashboard;
+mod fuzz_corpus;
 mod mqtt;
 mod pg;
 mod stores;
