@@ -877,11 +877,14 @@ mod flat {
                 let magnitude = self.b[int_start..int_start + n]
                     .iter()
                     .fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
-                Some(Raw::Int(if int_start > start {
-                    -magnitude
+                Some(if int_start == start {
+                    Raw::Int(magnitude)
+                } else if magnitude == 0 {
+                    // serde_json reads `-0` as the float -0.0, not as the integer 0.
+                    Raw::Float(-0.0)
                 } else {
-                    magnitude
-                }))
+                    Raw::Int(-magnitude)
+                })
             } else {
                 // Integers beyond i64 take the serde path, which reads them as serde_json does.
                 text.parse::<i64>().ok().map(Raw::Int)
