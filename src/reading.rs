@@ -738,7 +738,7 @@ impl<R: BufRead> ReadingStream<R> {
 
     fn next_object(&mut self) -> Option<Parsed> {
         self.buf.clear();
-        let start_line = self.line;
+        let mut start_line = self.line;
         loop {
             match self.input.read_until(b'\n', &mut self.buf) {
                 Ok(0) => {
@@ -753,6 +753,8 @@ impl<R: BufRead> ReadingStream<R> {
                     self.line += 1;
                     if self.buf.iter().all(u8::is_ascii_whitespace) {
                         self.buf.clear();
+                        // The reading starts after the blank lines, not on the first of them.
+                        start_line = self.line;
                         continue;
                     }
                     if let Some(reading) = flat::parse_with(&self.buf, &mut self.names) {
