@@ -386,8 +386,7 @@ fn as_reading(r: &ProcessedRecord) -> Reading {
 pub fn codec_decode(data: &[u8]) {
     let machine = MachineId::trusted("m");
     let _ = codec::decode_log(data);
-    let mut scanned = Vec::new();
-    let scan = codec::values_of(data, "p", Timestamp::MIN, Timestamp::MAX, &mut scanned);
+    let scan = codec::values_of(data, "p", Timestamp::MIN, Timestamp::MAX, &mut Vec::new());
     let Ok(records) = codec::decode(&machine, data) else {
         return;
     };
@@ -395,22 +394,7 @@ pub fn codec_decode(data: &[u8]) {
     // writes it) the scan finds every value of "p".
     assert!(scan.is_ok(), "decoded but the scan failed: {scan:?}");
     if unique_names(data) {
-        let want: Vec<(Timestamp, u64, u64)> = records
-            .iter()
-            .flat_map(|r| {
-                r.record.fields.iter().filter_map(move |f| match f.value {
-                    Value::Number(v) if f.name.as_str() == "p" => {
-                        Some((r.record.timestamp, r.seq, v.to_bits()))
-                    }
-                    _ => None,
-                })
-            })
-            .collect();
-        let got: Vec<(Timestamp, u64, u64)> = scanned
-            .iter()
-            .map(|&(t, s, v)| (t, s, v.to_bits()))
-            .collect();
-        assert_eq!(got, want, "values_of against decode");
+        scan_agrees(data, &records);
     }
     let rows: Vec<(u64, ProcessedRecord)> =
         records.iter().map(|r| (r.seq, r.record.clone())).collect();
@@ -421,6 +405,30 @@ pub fn codec_decode(data: &[u8]) {
         })
         .collect();
     assert!(same_records(&records, &again), "decode, encode, decode");
+}
+
+/// The analytics scan of a chunk finds every value of "p" that the full decoder finds.
+fn scan_agrees(chunk: &[u8], records: &[codec::StoredRecord]) {
+    let mut scanned = Vec::new();
+    if let Err(e) = codec::values_of(chunk, "p", Timestamp::MIN, Timestamp::MAX, &mut scanned) {
+        panic!("decoded but the scan failed: {e}");
+    }
+    let want: Vec<(Timestamp, u64, u64)> = records
+        .iter()
+        .flat_map(|r| {
+            r.record.fields.iter().filter_map(move |f| match f.value {
+                Value::Number(v) if f.name.as_str() == "p" => {
+                    Some((r.record.timestamp, r.seq, v.to_bits()))
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    let got: Vec<(Timestamp, u64, u64)> = scanned
+        .iter()
+        .map(|&(t, s, v)| (t, s, v.to_bits()))
+        .collect();
+    assert_eq!(got, want, "values_of against decode");
 }
 
 /// Whether a chunk's dictionary (which decoded) names no parameter twice.
@@ -524,10 +532,12 @@ pub fn codec_roundtrip(data: &[u8]) {
         let mut back = Vec::new();
         for (piece, chunk) in codec::chunks(rows, per_chunk) {
             assert!(piece.len() <= per_chunk);
-            match codec::decode(m, &chunk) {
-                Ok(r) => back.extend(r),
+            let records = match codec::decode(m, &chunk) {
+                Ok(r) => r,
                 Err(e) => panic!("encoded chunk does not decode: {e}"),
-            }
+            };
+            scan_agrees(&chunk, &records);
+            back.extend(records);
         }
         assert!(same_records(&stored(rows), &back), "chunks round trip");
     }
