@@ -11,6 +11,8 @@ pub mod chain;
 pub mod cli;
 pub mod core;
 pub mod csv_input;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod jobs;
 pub mod lineproto;

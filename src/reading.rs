@@ -530,6 +530,32 @@ pub fn parse_reading(text: &[u8]) -> Result<Reading, ReadingError> {
     outcome
 }
 
+/// The fast path and the serde path apart, so that the fuzz targets (`crate::fuzzing`) can
+/// check that they agree; [`parse_reading`] is the one to call.
+pub(crate) mod paths {
+    use super::{JsonFailure, Reading, ReadingError, flat, read_one};
+
+    /// The fast byte scanner alone: `None` where it declines.
+    pub(crate) fn fast(text: &[u8]) -> Option<Reading> {
+        flat::parse(text)
+    }
+
+    /// The fast scanner with the names cache of a stream that read `before` first.
+    pub(crate) fn fast_after(before: &[u8], text: &[u8]) -> Option<Reading> {
+        let mut names = flat::Names::default();
+        let _ = flat::parse_with(before, &mut names);
+        flat::parse_with(text, &mut names)
+    }
+
+    /// The serde path alone.
+    pub(crate) fn serde(text: &[u8]) -> Result<Reading, ReadingError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let outcome = read_one(&mut de).map_err(JsonFailure::into_error)?;
+        de.end().map_err(|e| ReadingError::Syntax(e.to_string()))?;
+        outcome
+    }
+}
+
 /// Parses a whole document held in memory: one object, an array, or NDJSON.
 pub fn parse_all(text: &[u8]) -> Vec<Parsed> {
     let mut out = Vec::with_capacity(readings_hint(text));
@@ -716,7 +742,7 @@ impl<R: BufRead> ReadingStream<R> {
 
     fn next_object(&mut self) -> Option<Parsed> {
         self.buf.clear();
-        let start_line = self.line;
+        let mut start_line = self.line;
         loop {
             match self.input.read_until(b'\n', &mut self.buf) {
                 Ok(0) => {
@@ -731,6 +757,8 @@ impl<R: BufRead> ReadingStream<R> {
                     self.line += 1;
                     if self.buf.iter().all(u8::is_ascii_whitespace) {
                         self.buf.clear();
+                        // The reading starts after the blank lines, not on the first of them.
+                        start_line = self.line;
                         continue;
                     }
                     if let Some(reading) = flat::parse_with(&self.buf, &mut self.names) {
@@ -855,11 +883,14 @@ mod flat {
                 let magnitude = self.b[int_start..int_start + n]
                     .iter()
                     .fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
-                Some(Raw::Int(if int_start > start {
-                    -magnitude
+                Some(if int_start == start {
+                    Raw::Int(magnitude)
+                } else if magnitude == 0 {
+                    // serde_json reads `-0` as the float -0.0, not as the integer 0.
+                    Raw::Float(-0.0)
                 } else {
-                    magnitude
-                }))
+                    Raw::Int(-magnitude)
+                })
             } else {
                 // Integers beyond i64 take the serde path, which reads them as serde_json does.
                 text.parse::<i64>().ok().map(Raw::Int)

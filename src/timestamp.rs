@@ -290,8 +290,11 @@ fn parse_iso(b: &[u8]) -> Option<(Timestamp, bool)> {
     };
     let days = days_from_civil(year, month, day);
     let secs = days * SECS_PER_DAY + hour * 3600 + minute * 60 + second - offset_secs;
-    secs.checked_mul(NANOS_PER_SEC)?
-        .checked_add(nanos)
+    // In i128: the earliest instants (1677-09-21T00:12:43.145224192Z on) have whole seconds
+    // whose nanoseconds alone are below i64::MIN, before the fraction is added.
+    let total = i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
+    i64::try_from(total)
+        .ok()
         .map(|n| (Timestamp(n), has_offset))
 }
 
@@ -426,5 +429,24 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    /// Found by the `timestamp` fuzz target (against chrono): the earliest representable
+    /// instants were refused, since their whole seconds overflowed before the fraction was
+    /// added, so `Timestamp::MIN` printed as text that did not read back.
+    #[test]
+    fn the_earliest_instants_read_back() {
+        let min = Timestamp::MIN.to_string();
+        assert_eq!(min, "1677-09-21T00:12:43.145224192Z");
+        assert_eq!(Timestamp::parse(&min), Ok(Timestamp::MIN));
+        assert_eq!(
+            Timestamp::parse("1677-09-21T00:12:43.9Z").map(Timestamp::as_nanos),
+            Ok(i64::MIN + 754_775_808)
+        );
+        assert!(Timestamp::parse("1677-09-21T00:12:43.145224191Z").is_err());
+        assert_eq!(
+            Timestamp::parse(&Timestamp::MAX.to_string()),
+            Ok(Timestamp::MAX)
+        );
     }
 }

@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod dashboard_firsthour;
 mod firsthour;
+mod fuzz_corpus;
 mod mqtt;
 mod pg;
 mod readme;

@@ -1,0 +1,5 @@
+//! Fuzz target `lineproto`: the check is `millwatch::fuzzing::lineproto`, which the normal test suite
+//! also runs over this target's saved corpus.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| millwatch::fuzzing::lineproto(data));
