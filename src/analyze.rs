@@ -88,26 +88,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
             Err(e) => return Err(AnalyzeError::Input(format!("{}: {e}", args.file.display()))),
         }
     }
-    let readings: Box<dyn Iterator<Item = Parsed>> = if is_lp {
-        let opts = lineproto::Options {
-            machine_tag: args.machine_tag.clone(),
-            ..lineproto::Options::default()
-        };
-        Box::new(LineStream::new(
-            BufReader::with_capacity(1 << 16, open()?),
-            opts,
-        ))
-    } else if is_csv {
-        Box::new(crate::csv_input::readings(BufReader::with_capacity(
-            1 << 16,
-            open()?,
-        )))
-    } else {
-        Box::new(ReadingStream::new(BufReader::with_capacity(
-            1 << 16,
-            open()?,
-        )))
-    };
+    let readings = open_readings(args)?;
     let default_machine = MachineId::parse("machine-1").map_err(AnalyzeError::Usage)?;
     let now = Timestamp::now();
     let wanted = |name: &str| args.parameter.is_empty() || args.parameter.iter().any(|p| p == name);
@@ -203,6 +184,29 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
     Ok((Report::Each(each), rejected))
 }
 
+/// The readings of `args.file`, by its kind: line protocol (`.lp`), CSV (`.csv`), or JSON (an
+/// object, an array or NDJSON).
+fn open_readings(args: &AnalyzeArgs) -> Result<Box<dyn Iterator<Item = Parsed>>, AnalyzeError> {
+    let file = File::open(&args.file)
+        .map_err(|e| AnalyzeError::Usage(format!("cannot open {}: {e}", args.file.display())))?;
+    let input = BufReader::with_capacity(1 << 16, file);
+    if args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("lp"))
+    {
+        let opts = lineproto::Options {
+            machine_tag: args.machine_tag.clone(),
+            ..lineproto::Options::default()
+        };
+        Ok(Box::new(LineStream::new(input, opts)))
+    } else if crate::csv_input::is_csv_path(&args.file) {
+        Ok(Box::new(crate::csv_input::readings(input)))
+    } else {
+        Ok(Box::new(ReadingStream::new(input)))
+    }
+}
+
 /// `analyze FILE --states`: time in state of a state parameter (`--parameter`, default
 /// `status`) per machine over the file's time span, as `{"MACHINE": answer}` (SPEC §8's
 /// answer of `GET /states?parameter=P`) as pretty JSON, with how many readings were rejected.
@@ -221,22 +225,7 @@ pub fn states(args: &AnalyzeArgs) -> Result<(String, u64), AnalyzeError> {
             ));
         }
     };
-    let file = File::open(&args.file)
-        .map_err(|e| AnalyzeError::Usage(format!("cannot open {}: {e}", args.file.display())))?;
-    let input = BufReader::with_capacity(1 << 16, file);
-    let readings: Box<dyn Iterator<Item = Parsed>> = if args
-        .file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("lp"))
-    {
-        let opts = lineproto::Options {
-            machine_tag: args.machine_tag.clone(),
-            ..lineproto::Options::default()
-        };
-        Box::new(LineStream::new(input, opts))
-    } else {
-        Box::new(ReadingStream::new(input))
-    };
+    let readings = open_readings(args)?;
     let default_machine = MachineId::parse("machine-1").map_err(AnalyzeError::Usage)?;
     let now = Timestamp::now().as_nanos();
     let mut values: BTreeMap<MachineId, Vec<(i64, CompactString)>> = BTreeMap::new();
