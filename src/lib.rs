@@ -11,6 +11,7 @@ pub mod chain;
 pub mod cli;
 pub mod core;
 pub mod csv_input;
+pub mod dedup;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

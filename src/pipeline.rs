@@ -3,22 +3,23 @@
 //! as a duplicate and goes no further.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
 
 use compact_str::CompactString;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::reading::{Field, MachineId, ParamName, Reading, Value};
+use crate::reading::{MachineId, ParamName, Reading, Value};
 use crate::timestamp::Timestamp;
 use crate::window::MovingAverage;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// How many of each machine's latest readings (by time) are remembered to recognise duplicates.
+/// How many of each machine's latest readings (by time) a pipeline without a store remembers
+/// to recognise duplicates (`millwatch ingest` without `--store`).
 pub const DEFAULT_DEDUP_MEMORY: usize = 32_768;
 
 /// How many of each machine's last records a restarted service replays at least: enough to
-/// refill windows and to recognise re-sent readings.
+/// refill the windows of parameters that not every reading has. (Duplicates are looked up in
+/// the store: see [`crate::dedup`].)
 pub const DEFAULT_RECOVERY: usize = 1024;
 
 /// The moving averages of a record's numeric parameters, inline like its fields.
@@ -138,8 +139,7 @@ struct RecentSet {
     late: BTreeSet<Fingerprint>,
 }
 
-/// A reading's time (exact) and a 64-bit hash of its fields.
-type Fingerprint = (i64, u64);
+use crate::dedup::{Fingerprint, Found, fingerprint};
 
 impl RecentSet {
     /// Remembers `fp`; false when it was already known.
@@ -165,10 +165,12 @@ impl RecentSet {
     }
 }
 
-/// The state kept per machine: one window per numeric parameter and the recent fingerprints.
+/// The state kept per machine: one window per numeric parameter, the newest timestamp taken,
+/// and (without a store) the recent fingerprints.
 #[derive(Debug, Clone, Default)]
 struct MachineState {
     windows: FastMap<ParamName, MovingAverage>,
+    newest: Option<i64>,
     recent: RecentSet,
 }
 
@@ -176,27 +178,11 @@ struct MachineState {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     window: usize,
+    /// How many fingerprints per machine the bounded memory keeps; 0 once a store answers
+    /// for older readings ([`Pipeline::dedup_by_store`]).
     dedup_memory: usize,
     default_machine: MachineId,
     machines: FastMap<MachineId, MachineState>,
-}
-
-/// A reading's fingerprint: its exact time and a hash of its fields, in any order.
-fn fingerprint(ts: Timestamp, fields: &[Field]) -> Fingerprint {
-    let state = foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15);
-    let mut acc = 0u64;
-    for f in fields {
-        let mut h = state.build_hasher();
-        f.name.as_str().hash(&mut h);
-        match &f.value {
-            // Bits, so that 0.0 and -0.0 differ as the readings do; all values are finite.
-            Value::Number(v) => (0u8, v.to_bits()).hash(&mut h),
-            Value::State(s) => (1u8, s.as_str()).hash(&mut h),
-        }
-        // A sum of per-field hashes: the same reading with its fields reordered matches.
-        acc = acc.wrapping_add(h.finish());
-    }
-    (ts.as_nanos(), acc)
 }
 
 impl Pipeline {
@@ -221,8 +207,42 @@ impl Pipeline {
         &self.default_machine
     }
 
+    /// From now on, recognises duplicates exactly against a store instead of a bounded memory:
+    /// a reading later than the machine's newest is new; an earlier one is a duplicate when
+    /// the caller found its fingerprint in the store ([`Pipeline::lookups`], then
+    /// [`Pipeline::process_batch_with`]).
+    pub fn dedup_by_store(&mut self) {
+        self.dedup_memory = 0;
+        for state in self.machines.values_mut() {
+            state.recent = RecentSet::default();
+        }
+    }
+
+    /// Which (machine, timestamp) pairs of a batch arriving at `now` must be looked up in the
+    /// store before it is processed (empty without a store, or when all is new).
+    pub fn lookups(&self, readings: &[Reading], now: Timestamp) -> crate::dedup::Wanted {
+        if self.dedup_memory > 0 {
+            return Default::default();
+        }
+        crate::dedup::lookups(readings, &self.default_machine, now, |m| {
+            self.machines.get(m).and_then(|s| s.newest)
+        })
+    }
+
+    /// Remembers that `machine` has a record at `ts` stored: later readings are new.
+    pub fn note_newest(&mut self, machine: &MachineId, ts: Timestamp) {
+        let state = self.machines.entry(machine.clone()).or_default();
+        state.newest = Some(state.newest.map_or(ts.as_nanos(), |n| n.max(ts.as_nanos())));
+    }
+
     /// Processes one reading that arrived at `now`.
     pub fn process(&mut self, reading: Reading, now: Timestamp) -> Outcome {
+        self.process_with(reading, now, &mut Found::default())
+    }
+
+    /// Processes one reading; `found` holds what the store has at the times looked up and
+    /// takes this reading's fingerprint when it is new.
+    fn process_with(&mut self, reading: Reading, now: Timestamp, found: &mut Found) -> Outcome {
         let machine_id = reading
             .machine_id
             .unwrap_or_else(|| self.default_machine.clone());
@@ -232,11 +252,20 @@ impl Pipeline {
             Some(s) => s,
             None => self.machines.entry(machine_id.clone()).or_default(),
         };
-        if !state
-            .recent
-            .insert(fingerprint(timestamp, &reading.fields), self.dedup_memory)
-        {
-            return Outcome::Duplicate;
+        let fp = fingerprint(timestamp, &reading.fields);
+        if self.dedup_memory > 0 {
+            if !state.recent.insert(fp, self.dedup_memory) {
+                return Outcome::Duplicate;
+            }
+        } else {
+            let later = state.newest.is_none_or(|n| fp.0 > n) || reading.timestamp.is_none();
+            if later {
+                // A later reading of the same batch may repeat this one.
+                found.taken(&machine_id, fp);
+            } else if !found.insert(&machine_id, fp) {
+                return Outcome::Duplicate;
+            }
+            state.newest = Some(state.newest.map_or(fp.0, |n| n.max(fp.0)));
         }
         let mut averages = Averages::new();
         for f in &reading.fields {
@@ -266,10 +295,21 @@ impl Pipeline {
         readings: Vec<Reading>,
         now: Timestamp,
     ) -> (Vec<std::sync::Arc<ProcessedRecord>>, usize) {
+        self.process_batch_with(readings, now, Found::default())
+    }
+
+    /// As [`Pipeline::process_batch`], with the stored records found at the times
+    /// [`Pipeline::lookups`] asked for.
+    pub fn process_batch_with(
+        &mut self,
+        readings: Vec<Reading>,
+        now: Timestamp,
+        mut found: Found,
+    ) -> (Vec<std::sync::Arc<ProcessedRecord>>, usize) {
         let mut records = Vec::with_capacity(readings.len());
         let mut duplicates = 0;
         for r in readings {
-            match self.process(r, now) {
+            match self.process_with(r, now, &mut found) {
                 Outcome::Record(rec) => records.push(std::sync::Arc::new(rec)),
                 Outcome::Duplicate => duplicates += 1,
             }
@@ -287,10 +327,14 @@ impl Pipeline {
     pub fn restore(&mut self, record: &ProcessedRecord) {
         let window = self.window;
         let state = self.machines.entry(record.machine_id.clone()).or_default();
-        state.recent.insert(
-            fingerprint(record.timestamp, &record.fields),
-            self.dedup_memory,
-        );
+        if self.dedup_memory > 0 {
+            state.recent.insert(
+                fingerprint(record.timestamp, &record.fields),
+                self.dedup_memory,
+            );
+        }
+        let ts = record.timestamp.as_nanos();
+        state.newest = Some(state.newest.map_or(ts, |n| n.max(ts)));
         for f in &record.fields {
             if let Value::Number(v) = f.value {
                 state
@@ -320,7 +364,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::parse_reading;
+    use crate::reading::{Field, parse_reading};
     use proptest::prelude::*;
 
     fn m(id: &str) -> MachineId {

@@ -66,6 +66,18 @@ struct Latest {
     json: Option<bytes::Bytes>,
 }
 
+/// Rebuilds a pipeline from what the store recovered: the windows from the last records,
+/// each machine's newest timestamp for the duplicate rule.
+fn restore(pipeline: &mut Pipeline, recovery: &crate::store::Recovery) {
+    pipeline.reset();
+    for r in &recovery.records {
+        pipeline.restore(r);
+    }
+    for (machine, ts) in &recovery.newest {
+        pipeline.note_newest(machine, *ts);
+    }
+}
+
 /// One pipeline and one store, shared by every source and request.
 pub struct Service {
     // std Mutexes: nothing awaits while they are held.
@@ -74,6 +86,13 @@ pub struct Service {
     /// store: batches reach the store in pipeline order, while the next batch is processed
     /// during this one's hand-over (which encodes it, for SQLite).
     handing_over: Mutex<()>,
+    /// Held by a batch from its duplicate lookups to the end of its processing, so that what
+    /// it looked up cannot change under it (SPEC §2: exact against the whole history).
+    gate: tokio::sync::Mutex<()>,
+    /// Each batch handed to the store holds a read guard until its `Ack`: a batch with older
+    /// readings to look up first takes the write side, so that every earlier batch is
+    /// durable, hence visible to the lookup.
+    in_flight: Arc<tokio::sync::RwLock<()>>,
     store: Arc<dyn Store>,
     latest: RwLock<Latest>,
     statuses: tokio::sync::Mutex<StatusBook>,
@@ -94,13 +113,11 @@ impl Service {
     /// averages, duplicates and statuses go on where they stopped.
     pub async fn start(pipeline: Pipeline, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let mut pipeline = pipeline;
+        pipeline.dedup_by_store();
         let recovery = store
             .recovery(pipeline.window().max(crate::pipeline::DEFAULT_RECOVERY))
             .await?;
-        pipeline.reset();
-        for r in &recovery.records {
-            pipeline.restore(r);
-        }
+        restore(&mut pipeline, &recovery);
         let mut book = StatusBook::new();
         for c in &recovery.statuses {
             book.apply(c);
@@ -123,6 +140,8 @@ impl Service {
         Ok(Arc::new(Service {
             pipeline: Mutex::new((pipeline, 1)),
             handing_over: Mutex::new(()),
+            gate: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(tokio::sync::RwLock::new(())),
             store,
             latest: RwLock::new(latest),
             status_view: RwLock::new(book.clone()),
@@ -145,10 +164,7 @@ impl Service {
             .await?;
         let mut guard = self.lock_pipeline();
         let (pipeline, _) = &mut *guard;
-        pipeline.reset();
-        for r in &recovery.records {
-            pipeline.restore(r);
-        }
+        restore(pipeline, &recovery);
         self.stale.store(false, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(
             records = recovery.records.len(),
@@ -196,14 +212,26 @@ impl Service {
         &self,
         readings: Vec<Reading>,
     ) -> Result<(Vec<Arc<ProcessedRecord>>, usize), StoreError> {
+        let gate = self.gate.lock().await;
         if self.stale.load(std::sync::atomic::Ordering::SeqCst) {
             self.resync().await?;
         }
         let now = Timestamp::now();
+        let wanted = self.lock_pipeline().0.lookups(&readings, now);
+        let mut found = crate::dedup::Found::default();
+        if !wanted.is_empty() {
+            // Every batch handed over before is durable once this is granted.
+            drop(self.in_flight.write().await);
+            found = crate::dedup::Found::checking();
+            for (machine, fp) in self.store.fingerprints_at(&wanted).await? {
+                found.add(&machine, fp);
+            }
+        }
+        let in_flight = self.in_flight.clone().read_owned().await;
         let (records, duplicates, first_seq, turn) = {
             let mut guard = self.lock_pipeline();
             let (pipeline, next_seq) = &mut *guard;
-            let (records, duplicates) = pipeline.process_batch(readings, now);
+            let (records, duplicates) = pipeline.process_batch_with(readings, now, found);
             let first_seq = *next_seq;
             *next_seq += records.len() as u64;
             // Our turn to hand over comes before the next batch's (lock order: pipeline, then
@@ -211,6 +239,7 @@ impl Service {
             let turn = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
             (records, duplicates, first_seq, turn)
         };
+        drop(gate);
         let ack = (!records.is_empty()).then(|| self.store.append(records.clone()));
         drop(turn);
         if let Some(ack) = ack
@@ -219,6 +248,7 @@ impl Service {
             self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e);
         }
+        drop(in_flight);
         self.publish(&records, first_seq);
         if let Some(from) = self.status_from.get() {
             crate::jobs::follow(self, from, &records).await;

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use futures::FutureExt;
 
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
+use crate::dedup::{Fingerprint, Wanted, fingerprint};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::{MachineId, ParamName};
 use crate::status::StatusChange;
@@ -148,6 +149,26 @@ impl Store for MemoryStore {
         Ok(self.read().latest.values().cloned().collect())
     }
 
+    async fn fingerprints_at(
+        &self,
+        wanted: &Wanted,
+    ) -> Result<Vec<(MachineId, Fingerprint)>, StoreError> {
+        let inner = self.read();
+        let mut out = Vec::new();
+        for (machine, times) in wanted {
+            let Some(t) = inner.by_machine.get(machine) else {
+                continue;
+            };
+            out.extend(
+                times
+                    .iter()
+                    .flat_map(|ts| t.range((*ts, 0)..=(*ts, u64::MAX)))
+                    .map(|(_, r)| (machine.clone(), fingerprint(r.timestamp, &r.fields))),
+            );
+        }
+        Ok(out)
+    }
+
     async fn series(
         &self,
         machine_id: &MachineId,
@@ -247,6 +268,15 @@ impl Store for MemoryStore {
             last.insert(&c.machine_id, c);
         }
         let statuses = last.into_values().cloned().collect();
-        Ok(Recovery { records, statuses })
+        let newest = inner
+            .by_machine
+            .iter()
+            .filter_map(|(m, t)| Some((m.clone(), t.keys().next_back()?.0)))
+            .collect();
+        Ok(Recovery {
+            records,
+            statuses,
+            newest,
+        })
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::dedup::{Fingerprint, Wanted, fingerprint};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
 use crate::status::StatusChange;
@@ -20,6 +21,7 @@ mod logfile;
 pub mod memory;
 mod pending;
 pub mod postgres;
+mod prints;
 pub mod sqlite;
 mod writer;
 
@@ -214,8 +216,43 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
 
+    /// The fingerprints ([`crate::dedup::fingerprint`]) of the records of each machine of
+    /// `wanted` taken at one of its times, in any order: what recognising older readings as
+    /// duplicates looks up (SPEC §2), a whole batch in one call. The default reads each run
+    /// of nearby times as one range query; the SQLite store reads, in one snapshot, only the
+    /// chunks that hold one of the times, and keeps the fingerprints of the last chunks read.
+    async fn fingerprints_at(
+        &self,
+        wanted: &Wanted,
+    ) -> Result<Vec<(MachineId, Fingerprint)>, StoreError> {
+        let mut out = Vec::new();
+        for (machine, times) in wanted {
+            for run in runs(times) {
+                let (Some(lo), Some(hi)) = (run.first(), run.last()) else {
+                    continue;
+                };
+                let found = self
+                    .query(DataQuery {
+                        machine_id: Some(machine.clone()),
+                        since: Some(*lo),
+                        until: Some(*hi),
+                        limit: usize::MAX,
+                    })
+                    .await?;
+                out.extend(
+                    found
+                        .iter()
+                        .filter(|r| run.binary_search(&r.timestamp).is_ok())
+                        .map(|r| (machine.clone(), fingerprint(r.timestamp, &r.fields))),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// What a restarted service needs: for each machine, its last `per_machine` records in
-    /// arrival order (oldest first), and every machine's last status change.
+    /// arrival order (oldest first), its newest timestamp, and every machine's last status
+    /// change.
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError>;
 
     /// Deletes records older than `cutoff`, in small steps; returns how many units (records
@@ -226,6 +263,15 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// How far apart two looked-up times may be and still be read by one range query: a replay
+/// of a stretch of history reads it once, scattered old readings read a little each.
+const RUN_GAP: i64 = 3_600_000_000_000;
+
+/// Splits sorted times into runs whose neighbours are at most [`RUN_GAP`] apart.
+pub(crate) fn runs(timestamps: &[Timestamp]) -> impl Iterator<Item = &[Timestamp]> {
+    timestamps.chunk_by(|a, b| b.as_nanos().saturating_sub(a.as_nanos()) <= RUN_GAP)
 }
 
 /// A store as named by `--store` (SPEC §3). Shown (Display and Debug) with any password
@@ -383,6 +429,9 @@ pub struct Recovery {
     pub records: Vec<ProcessedRecord>,
     /// The latest status change of each machine.
     pub statuses: Vec<StatusChange>,
+    /// Each machine's newest timestamp stored (the largest, not the last arrived): a reading
+    /// later than it cannot be a duplicate, so only earlier ones are looked up.
+    pub newest: Vec<(MachineId, Timestamp)>,
 }
 
 #[cfg(test)]

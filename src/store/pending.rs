@@ -220,6 +220,17 @@ impl Pending {
         Ok(out)
     }
 
+    /// Each machine's newest timestamp among its records numbered after `compacted`.
+    pub(crate) fn newest(&self, compacted: u64) -> Vec<(MachineId, Timestamp)> {
+        self.machines
+            .iter()
+            .filter_map(|(m, sections)| {
+                let ts = newer(sections, compacted).iter().map(|s| s.ts_max).max()?;
+                Some((m.clone(), ts))
+            })
+            .collect()
+    }
+
     /// Each machine's last (at most) `n` records numbered after `compacted`, oldest first.
     pub(crate) fn tails(
         &self,

@@ -443,7 +443,23 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         let statuses = rows.iter().map(to_change).collect::<Result<_, _>>()?;
-        Ok(Recovery { records, statuses })
+        // The chunks_machine_ts index gives each machine's largest ts_max.
+        let rows = client
+            .query(
+                "SELECT machine_id, MAX(ts_max) FROM chunks GROUP BY machine_id",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let newest = rows
+            .iter()
+            .map(|r| Ok((machine_id(r.get(0))?, Timestamp::from_nanos(r.get(1)))))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Recovery {
+            records,
+            statuses,
+            newest,
+        })
     }
 
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {

@@ -32,9 +32,11 @@ use tokio::sync::oneshot;
 use super::codec::{self, Newest, StoredRecord, machine_id};
 use super::logfile::{LogFile, LogLock};
 use super::pending::Pending;
+use super::prints::{self, ChunkPrints};
 use super::writer;
 use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
 use crate::core::states::ReasonTime;
+use crate::dedup::{Fingerprint, Wanted, fingerprint};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
 use crate::status::{JobStatus, StatusChange};
@@ -203,6 +205,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Records in the log, not yet in chunks.
     pending: Arc<RwLock<Pending>>,
+    /// The fingerprints of the chunks duplicate lookups read last.
+    prints: Arc<Mutex<ChunkPrints>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -371,6 +375,7 @@ impl SqliteStore {
             commands: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             pending,
+            prints: Arc::default(),
         })
     }
 
@@ -1645,17 +1650,80 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn fingerprints_at(
+        &self,
+        wanted: &Wanted,
+    ) -> Result<Vec<(MachineId, Fingerprint)>, StoreError> {
+        let wanted = Arc::new(wanted.clone());
+        let times = wanted.clone();
+        let cache = self.prints.clone();
+        self.read_merged(
+            move |pending, compacted| {
+                let mut found = Vec::new();
+                for (machine, times) in times.iter() {
+                    let (Some(lo), Some(hi)) = (times.first(), times.last()) else {
+                        continue;
+                    };
+                    let records = pending
+                        .after(Some(machine), compacted, *lo, *hi)
+                        .map_err(failed)?;
+                    found.extend(
+                        records
+                            .iter()
+                            .filter(|r| times.binary_search(&r.record.timestamp).is_ok())
+                            .map(|r| {
+                                let fp = fingerprint(r.record.timestamp, &r.record.fields);
+                                (machine.clone(), fp)
+                            }),
+                    );
+                }
+                Ok(found)
+            },
+            move |conn, compacted, found| {
+                let mut found = found?;
+                for (machine, times) in wanted.iter() {
+                    chunk_prints(conn, compacted, machine, times, &cache, &mut found)?;
+                }
+                Ok(found)
+            },
+        )
+        .await
+    }
+
     async fn recovery(&self, per_machine: usize) -> Result<Recovery, StoreError> {
         self.read_merged(
             move |pending, compacted| {
                 // Only each machine's last records: pending may hold a million of them.
                 let tails = pending.tails(compacted, per_machine).map_err(failed)?;
-                Ok(tails
+                let tails = tails
                     .into_iter()
-                    .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>())
+                    .collect::<BTreeMap<MachineId, Vec<StoredRecord>>>();
+                Ok((tails, pending.newest(compacted)))
             },
-            move |conn, compacted, records| {
-                let mut records = records?;
+            move |conn, compacted, taken| {
+                let (mut records, pending_newest) = taken?;
+                let mut newest: BTreeMap<MachineId, Timestamp> = BTreeMap::new();
+                {
+                    // The chunks_machine index covers ts_max: no chunk is read for this.
+                    let mut stmt = conn
+                        .prepare(
+                            "SELECT machine_id, MAX(ts_max) FROM chunks WHERE seq_max <= ?1
+                             GROUP BY machine_id",
+                        )
+                        .map_err(failed)?;
+                    let mut rows = stmt.query([compacted]).map_err(failed)?;
+                    while let Some(row) = rows.next().map_err(failed)? {
+                        let m: String = row.get(0).map_err(failed)?;
+                        newest.insert(
+                            machine_id(&m)?,
+                            Timestamp::from_nanos(row.get(1).map_err(failed)?),
+                        );
+                    }
+                }
+                for (m, ts) in pending_newest {
+                    let slot = newest.entry(m).or_insert(ts);
+                    *slot = (*slot).max(ts);
+                }
                 let machines: Vec<String> = {
                     let mut stmt = conn
                         .prepare("SELECT DISTINCT machine_id FROM chunks WHERE seq_max <= ?1")
@@ -1695,7 +1763,11 @@ impl Store for SqliteStore {
                     .into_values()
                     .flat_map(|mine| codec::last_by_arrival(mine, per_machine))
                     .collect();
-                Ok(Recovery { records, statuses })
+                Ok(Recovery {
+                    records,
+                    statuses,
+                    newest: newest.into_iter().collect(),
+                })
             },
         )
         .await
@@ -1710,6 +1782,82 @@ impl Store for SqliteStore {
         self.send(Command::Close(tx))?;
         rx.await.map_err(failed)
     }
+}
+
+/// Adds to `found` the fingerprints of `machine`'s chunks (up to `compacted`) at `times`
+/// (sorted): the chunk directory of their range (the chunks_machine index covers it), then
+/// only the chunks that span one of the times, from `cache` when it holds them.
+fn chunk_prints(
+    conn: &Connection,
+    compacted: i64,
+    machine: &MachineId,
+    times: &[Timestamp],
+    cache: &Mutex<ChunkPrints>,
+    found: &mut Vec<(MachineId, Fingerprint)>,
+) -> Result<(), StoreError> {
+    let (Some(lo), Some(hi)) = (times.first(), times.last()) else {
+        return Ok(());
+    };
+    let mut spans = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, seq_max, ts_min, ts_max FROM chunks
+                 WHERE machine_id = ?1 AND ts_max >= ?2 AND ts_min <= ?3 AND seq_max <= ?4",
+            )
+            .map_err(failed)?;
+        let mut rows = stmt
+            .query(params![
+                machine.as_str(),
+                lo.as_nanos(),
+                hi.as_nanos(),
+                compacted
+            ])
+            .map_err(failed)?;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let key = (row.get(0).map_err(failed)?, row.get(1).map_err(failed)?);
+            let ts_min = Timestamp::from_nanos(row.get(2).map_err(failed)?);
+            let ts_max = Timestamp::from_nanos(row.get(3).map_err(failed)?);
+            let from = times.partition_point(|t| *t < ts_min);
+            let to = times.partition_point(|t| *t <= ts_max);
+            if from < to {
+                spans.push((key, from..to));
+            }
+        }
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT data FROM chunks WHERE id = ?1")
+        .map_err(failed)?;
+    for (key, range) in spans {
+        let held = cache.lock().unwrap_or_else(|e| e.into_inner()).get(key);
+        let prints = match held {
+            Some(p) => p,
+            None => {
+                let mut rows = stmt.query([key.0]).map_err(failed)?;
+                let Some(row) = rows.next().map_err(failed)? else {
+                    continue;
+                };
+                let data = row.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
+                let prints = codec::decode(machine, data)
+                    .map_err(failed)?
+                    .iter()
+                    .map(|r| fingerprint(r.record.timestamp, &r.record.fields))
+                    .collect();
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .put(key, prints)
+            }
+        };
+        for t in &times[range] {
+            found.extend(
+                prints::at(&prints, t.as_nanos())
+                    .iter()
+                    .map(|fp| (machine.clone(), *fp)),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Counts of what a file holds, for logs and tests. Exact only while nothing compacts: it

@@ -9,6 +9,7 @@ mod cli_ingest;
 mod crash;
 mod dashboard;
 mod dashboard_firsthour;
+mod dedup;
 mod firsthour;
 mod fuzz_corpus;
 mod mqtt;
