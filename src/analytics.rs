@@ -639,12 +639,9 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     let (sum, mean) = match unscaled {
         Some(sum) => (sum, sum / n),
         None => {
-            // A partial sum overflows (values near f64::MAX). Scaled by 2^-k with 2^k >= 2n, no
-            // partial can; powers of two scale exactly, so the mean comes back unchanged.
-            let k = (usize::BITS - values.len().leading_zeros()) as i32 + 1;
-            let (down, up) = (2f64.powi(-k), 2f64.powi(k));
-            match ExactSum::of(values.iter().map(|x| x * down)).value() {
-                Some(s) => (s * up, s / n * up),
+            // A partial sum overflows (values near f64::MAX): summed scaled instead.
+            match crate::window::scaled_sum(values.iter().copied(), values.len()) {
+                Some((s, up)) => (s * up, s / n * up),
                 // Only non-finite input gets here.
                 None => (f64::NAN, f64::NAN),
             }

@@ -131,6 +131,17 @@ impl ExactSum {
     }
 }
 
+/// The exact sum of `len` finite values scaled by 2^-k, rounded once, with the factor 2^k that
+/// scales it back: with 2^k >= 2·len no partial sum can overflow, and powers of two scale
+/// exactly, so `s / len * up` is the mean even where the plain sum overflows (values near
+/// f64::MAX). `None` only for non-finite input.
+pub fn scaled_sum(values: impl IntoIterator<Item = f64>, len: usize) -> Option<(f64, f64)> {
+    let k = (usize::BITS - len.leading_zeros()) as i32 + 1;
+    let (down, up) = (2f64.powi(-k), 2f64.powi(k));
+    let s = ExactSum::of(values.into_iter().map(|x| x * down)).value()?;
+    Some((s, up))
+}
+
 /// The mean of the last `capacity` values pushed, exact to the last bit or two.
 #[derive(Debug, Clone)]
 pub struct MovingAverage {
@@ -148,6 +159,10 @@ pub struct MovingAverage {
 /// the compensated sum keeps about 2^-104 of the largest magnitude, so at 2^40 it still holds
 /// every bit of the mean with room to spare.
 const CANCELLATION_LIMIT: f64 = 1_099_511_627_776.0; // 2^40
+
+/// Past this magnitude a value may make a step of the running sum overflow: 2^1000, far
+/// beyond any measurement, so the exact path costs only windows that hold such values.
+const HUGE: f64 = 1.071_508_607_186_267_3e301;
 
 impl MovingAverage {
     /// A window over the last `capacity` values (at least 1).
@@ -220,11 +235,23 @@ impl MovingAverage {
     fn average(&self) -> f64 {
         let n = self.ring.len() as f64;
         let sum = self.sum.value();
-        if sum.is_finite() {
-            sum / n
-        } else {
-            // Values near f64::MAX overflow the sum but not the mean: scale first.
-            CompensatedSum::of(self.ring.iter().map(|v| v / n)).value()
+        if sum.is_finite() && self.max_abs < HUGE {
+            return sum / n;
+        }
+        // Values near f64::MAX overflow the running sum (or one of its steps) but not the
+        // mean: while one may be in the window, the mean is taken from an exact sum of the
+        // values scaled down, O(N) per push for as long as they are there.
+        let (lo, hi) = self
+            .ring
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        match scaled_sum(self.ring.iter().copied(), self.ring.len()) {
+            // The mean lies between the values' min and max: this keeps a constant window's
+            // mean equal to its value.
+            Some((s, up)) => (s / n * up).clamp(lo, hi),
+            None => f64::NAN,
         }
     }
 
@@ -311,6 +338,42 @@ mod tests {
         let mut w = MovingAverage::new(1);
         for v in [1e300, -3.5, 1e-300, 0.0] {
             assert_eq!(w.push(v), v);
+        }
+    }
+
+    /// Three readings of f64::MAX average to f64::MAX (the case), and every window
+    /// of values near f64::MAX, mixed with small ones, averages to the correctly rounded mean
+    /// (computed exactly on values divided by 64, whose sum cannot overflow) within one ulp.
+    #[test]
+    fn values_near_f64_max_average_to_their_true_mean() {
+        let mut w = MovingAverage::new(5);
+        for _ in 0..3 {
+            assert_eq!(w.push(f64::MAX), f64::MAX);
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        for &n in &[2usize, 3, 5, 16] {
+            let mut w = MovingAverage::new(n);
+            let mut all = Vec::new();
+            for i in 0..3000 {
+                let v = match i % 4 {
+                    0 => f64::MAX * (1.0 - rng.f64() * 1e-3),
+                    1 => -f64::MAX * rng.f64(),
+                    2 => rng.f64() * 1e-3,
+                    _ => f64::MAX * (0.5 + rng.f64() / 2.0),
+                };
+                all.push(v);
+                let got = w.push(v);
+                let tail = &all[all.len().saturating_sub(n)..];
+                let scaled: Vec<f64> = tail.iter().map(|v| v / 64.0).collect();
+                let want = reference::fsum(&scaled) / tail.len() as f64 * 64.0;
+                assert!(got.is_finite(), "{n}: {tail:?}");
+                let ulp = (want.abs() * f64::EPSILON).max(f64::MIN_POSITIVE);
+                assert!(
+                    (got - want).abs() <= ulp,
+                    "{n} at {i}: {got:e} vs {want:e}, {} ulps, {tail:?}",
+                    (got.to_bits() as i64 - want.to_bits() as i64)
+                );
+            }
         }
     }
 
