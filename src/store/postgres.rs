@@ -280,6 +280,9 @@ fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
     })
 }
 
+/// Chunks per round trip of a `GET /data` read, newest first.
+const QUERY_PAGE: i64 = 8;
+
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
@@ -298,23 +301,42 @@ impl Store for PostgresStore {
         }
         let client = self.client().await?;
         let machine = q.machine_id.as_ref().map(|m| m.as_str());
-        let rows = client
-            .query(
-                "SELECT machine_id, ts_max, data FROM chunks
-                 WHERE ($3::text IS NULL OR machine_id = $3) AND ts_max >= $1 AND ts_min <= $2
-                 ORDER BY ts_max DESC",
-                &[&since.as_nanos(), &until.as_nanos(), &machine],
-            )
-            .await
-            .map_err(db_error)?;
+        // Newest chunks first, a few at a time, while they may hold one of the newest
+        // records: the cost follows the answer, not the history.
         let mut newest = Newest::new(q.limit, since, until);
-        for row in rows {
-            if !newest.wants(Timestamp::from_nanos(row.get(1))) {
+        // Keyset pages: chunks stored meanwhile never shift what the next page holds.
+        let mut after = (i64::MAX, i64::MAX);
+        'pages: loop {
+            let rows = client
+                .query(
+                    "SELECT machine_id, ts_max, data, id FROM chunks
+                     WHERE ($3::text IS NULL OR machine_id = $3) AND ts_max >= $1 AND ts_min <= $2
+                       AND (ts_max, id) < ($4, $5)
+                     ORDER BY ts_max DESC, id DESC LIMIT $6",
+                    &[
+                        &since.as_nanos(),
+                        &until.as_nanos(),
+                        &machine,
+                        &after.0,
+                        &after.1,
+                        &QUERY_PAGE,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            let last_page = (rows.len() as i64) < QUERY_PAGE;
+            for row in rows {
+                if !newest.wants(Timestamp::from_nanos(row.get(1))) {
+                    break 'pages;
+                }
+                newest
+                    .add(&machine_id(row.get(0))?, row.get(2))
+                    .map_err(failed)?;
+                after = (row.get(1), row.get(3));
+            }
+            if last_page {
                 break;
             }
-            newest
-                .add(&machine_id(row.get(0))?, row.get(2))
-                .map_err(failed)?;
         }
         Ok(newest.finish())
     }
