@@ -180,11 +180,15 @@ fn segment_file(base: &Path, spares: &mut Vec<PathBuf>, segment: u64) -> io::Res
 /// The log entries of one segment's file, in order, up to its first frame that is not whole
 /// and valid.
 pub fn read_segment(path: &Path, segment: u64) -> io::Result<Vec<Vec<u8>>> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    // Frame by frame, up to the first that is not whole: a segment is allocated in advance
+    // (16 MiB of zeros), and a start should read only what was written in it.
+    let mut file = io::BufReader::with_capacity(1 << 16, File::open(path)?);
+    let size = file.get_ref().metadata()?.len();
     let mut entries = Vec::new();
-    let mut at = 0;
-    while let Some(head) = bytes.get(at..at + HEAD) {
+    let mut at: u64 = 0;
+    let mut head = [0u8; HEAD];
+    let mut data = Vec::new();
+    while at + HEAD as u64 <= size && file.read_exact(&mut head).is_ok() {
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let mut number = [0u8; 8];
         number.copy_from_slice(&head[4..12]);
@@ -192,9 +196,14 @@ pub fn read_segment(path: &Path, segment: u64) -> io::Result<Vec<Vec<u8>>> {
         if word(0) != MAGIC || u64::from_le_bytes(number) != segment {
             break;
         }
-        let Some(data) = bytes.get(at + HEAD..at + HEAD + len) else {
+        if at + (HEAD + len) as u64 > size {
             break;
-        };
+        }
+        data.resize(len, 0);
+        if file.read_exact(&mut data).is_err() {
+            break;
+        }
+        let data = &data[..];
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head[4..16]);
         crc.update(data);
@@ -213,7 +222,7 @@ pub fn read_segment(path: &Path, segment: u64) -> io::Result<Vec<Vec<u8>>> {
             entries.push(entry.to_vec());
             rest = &rest[4 + len..];
         }
-        at += HEAD + len;
+        at += (HEAD + len) as u64;
     }
     Ok(entries)
 }
