@@ -97,7 +97,7 @@ with open(out, "w") as f:
         for m in range(5):
             f.write('{"machine_id":"small-%d","timestamp":%d,"temperature":%.2f,"speed":%d,"status":"RUNNING"}\n' % (m, 1_600_000_000 + i, 60 + i % 1000 / 100, i % 40))
 PY
-"$bin" ingest "$dir/big.ndjson" --interval 0 --store "sqlite:$dir/big.db" >/dev/null
+"$bin" ingest "$dir/big.ndjson" --interval 0 --store "sqlite:$dir/big.db" --log warn >/dev/null
 rm -f "$dir/big.ndjson"
 port=$(free_port)
 serve "$dir/big.db" "$port"
@@ -135,14 +135,14 @@ gen 100 $((file_readings / 100)) "$dir/file.ndjson"
 timed() { # timed BIN DB: seconds of one ingest --store run
   local s e
   s=$(date +%s.%N)
-  "$1" ingest "$dir/file.ndjson" --interval 0 --store "sqlite:$2" >/dev/null
+  "$1" ingest "$dir/file.ndjson" --interval 0 --store "sqlite:$2" --log warn >/dev/null
   e=$(date +%s.%N)
   python3 -c "print(f'{$e - $s:.3f}')"
 }
 for round in 1 2 3; do
   fresh=$(timed "$bin" "$dir/f.db")
   again=$(timed "$bin" "$dir/f.db")
-  stored=$("$bin" ingest "$dir/file.ndjson" --interval 0 --store "sqlite:$dir/f.db" | wc -l)
+  stored=$("$bin" ingest "$dir/file.ndjson" --interval 0 --store "sqlite:$dir/f.db" --log warn | wc -l)
   line="round $round fresh $fresh s ($(python3 -c "print(int($file_readings / $fresh))")/s), re-ingest $again s ($(python3 -c "print(int($file_readings / $again))")/s, $stored stored by a third run)"
   if [ -n "${BASE:-}" ]; then
     base=$(timed "$BASE" "$dir/b.db")
