@@ -21,6 +21,10 @@
   const $ = (id) => document.getElementById(id);
   const enc = encodeURIComponent;
   const iso = (ms) => new Date(ms).toISOString();
+  // One fixed pattern in the page's zone, as app.js shows times: never the browser's locale.
+  const pad = (n) => String(n).padStart(2, "0");
+  const day = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const clock = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -182,7 +186,7 @@
         part.dataset.state = seg.state;
         part.style.width = `${((b - a) / total) * 100}%`;
         part.style.background = COLORS[seg.state] || "var(--idle)";
-        part.title = `${seg.state} ${new Date(a).toLocaleTimeString()}–${new Date(b).toLocaleTimeString()}`;
+        part.title = `${seg.state} ${clock(new Date(a))}–${clock(new Date(b))}`;
         return part;
       }),
     );
@@ -237,7 +241,7 @@
       tr.dataset.shift = b.start;
       const start = new Date(Date.parse(b.start));
       tr.append(
-        el("td", null, `${start.toLocaleDateString()} ${b.shift || ""}`),
+        el("td", null, `${day(start)} ${b.shift || ""}`),
         el("td", null, pct(b.availability)),
         el("td", null, pct(b.performance)),
         el("td", null, pct(b.quality)),

@@ -472,6 +472,7 @@ async fn dashboard_shows_time_in_state_and_oee() {
           segments: [...p.querySelectorAll(".timeline > span")].map(s => s.dataset.state),
           reasons: [...p.querySelectorAll(".pareto li")].map(li => li.dataset.reason),
           shifts: p.querySelectorAll("table.oee tr[data-shift]").length,
+          shiftLabel: (p.querySelector("table.oee tr[data-shift] td") || {}).textContent,
           text: p.innerText,
         };"##;
     let seen = eventually(
@@ -499,6 +500,15 @@ async fn dashboard_shows_time_in_state_and_oee() {
         "{text}"
     );
     assert!(text.contains("Parts from \"parts\""), "{text}");
+    // Shift labels use the page's one fixed date pattern, never the browser's locale.
+    let label = seen["shiftLabel"].as_str().unwrap_or_default();
+    assert!(
+        label.len() >= 10
+            && label.as_bytes()[4] == b'-'
+            && label.as_bytes()[7] == b'-'
+            && label[..4].bytes().all(|b| b.is_ascii_digit()),
+        "shift label {label:?}"
+    );
 
     // PAUSED asks for a reason; it reaches the history.
     c.find(Locator::Css(
