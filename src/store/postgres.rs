@@ -280,7 +280,7 @@ fn to_change(r: &tokio_postgres::Row) -> Result<StatusChange, StoreError> {
     })
 }
 
-/// Chunks per round trip of a `GET /data` read, newest first.
+/// Chunks per round trip of a `GET /data` or recovery read, newest first.
 const QUERY_PAGE: i64 = 8;
 
 #[async_trait::async_trait]
@@ -440,17 +440,28 @@ impl Store for PostgresStore {
         for m in machines {
             let m: &str = m.get(0);
             let id = machine_id(m)?;
-            let rows = client
-                .query(
-                    "SELECT data, n FROM chunks WHERE machine_id = $1 ORDER BY seq_max DESC",
-                    &[&m],
-                )
-                .await
-                .map_err(db_error)?;
+            // The newest chunks in keyset pages, only until they hold enough records: not
+            // every blob of the machine's history.
             let mut mine: Vec<StoredRecord> = Vec::new();
-            for row in rows {
-                mine.extend(codec::decode(&id, row.get(0)).map_err(failed)?);
-                if mine.len() >= per_machine {
+            let mut before = i64::MAX;
+            while mine.len() < per_machine {
+                let rows = client
+                    .query(
+                        "SELECT data, seq_max FROM chunks WHERE machine_id = $1 AND seq_max < $2
+                         ORDER BY seq_max DESC LIMIT $3",
+                        &[&m, &before, &QUERY_PAGE],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let last_page = (rows.len() as i64) < QUERY_PAGE;
+                for row in rows {
+                    mine.extend(codec::decode(&id, row.get(0)).map_err(failed)?);
+                    before = row.get(1);
+                    if mine.len() >= per_machine {
+                        break;
+                    }
+                }
+                if last_page {
                     break;
                 }
             }
