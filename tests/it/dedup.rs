@@ -256,3 +256,41 @@ proptest! {
         })?;
     }
 }
+
+/// Eight clients post the same 2,000 readings at once, in batches and orders of their own:
+/// each reading is stored exactly once, the rest answered as duplicates (the lookups of one
+/// batch see every batch taken before it, durable or not yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_repeats_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("t.db"), Durability::Full).unwrap());
+    let svc = service(store.clone()).await;
+    let mut clients = Vec::new();
+    for c in 0..8usize {
+        let svc = svc.clone();
+        clients.push(tokio::spawn(async move {
+            let mut order: Vec<usize> = (0..2000).collect();
+            fastrand::Rng::with_seed(c as u64).shuffle(&mut order[..]);
+            let (mut stored, mut dups) = (0, 0);
+            for part in order.chunks(50 + c * 10) {
+                let done = svc
+                    .ingest(part.iter().map(|i| press(*i)).collect())
+                    .await
+                    .unwrap();
+                stored += done.stored;
+                dups += done.duplicates;
+            }
+            (stored, dups)
+        }));
+    }
+    let (mut stored, mut dups) = (0, 0);
+    for c in clients {
+        let (s, d) = c.await.unwrap();
+        stored += s;
+        dups += d;
+    }
+    assert_eq!((stored, dups), (2000, 7 * 2000));
+    assert_eq!(count(store.as_ref()).await, 2000);
+    store.close().await.unwrap();
+}
