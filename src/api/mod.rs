@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
@@ -117,6 +117,8 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         // Telegraf and other InfluxDB clients gzip their bodies by default.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Inside the guard, which takes the credentials `u` and `p` off the write routes' query.
+        .layer(middleware::from_fn(known_query))
         // Inside `track`, so that refused requests are counted under their routes.
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn(track))
@@ -152,26 +154,74 @@ async fn wrong_method(req: Request) -> ApiError {
     ))
 }
 
-/// Every route, as the label `/metrics` shows; anything else is "unmatched".
-const ROUTES: &[&str] = &[
-    "/data",
-    "/data/latest",
-    "/ingest",
-    "/write",
-    "/api/v2/write",
-    "/status",
-    "/status/history",
-    "/status/{machine_id}",
-    "/analytics",
-    "/states",
-    "/oee",
-    "/events",
-    "/",
-    "/assets/{*file}",
-    "/healthz",
-    "/metrics",
-    "/openapi.json",
+/// Every route, as the label `/metrics` shows (anything else is "unmatched"), with the query
+/// parameters it takes: any other is a 400 (SPEC §4), so that a misspelt filter such as
+/// `/data?machine=press-01` is never silently ignored. The InfluxDB write routes also take the
+/// parameters InfluxDB clients send that millwatch has no use for (`rp`, `consistency`, `org`);
+/// `u` and `p` are credentials, taken off by [`auth::guard`] before this check.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/data", &["machine_id", "since", "until", "limit"]),
+    ("/data/latest", &[]),
+    ("/ingest", &[]),
+    ("/write", &["db", "rp", "precision", "consistency"]),
+    ("/api/v2/write", &["org", "orgID", "bucket", "precision"]),
+    ("/status", &[]),
+    ("/status/history", &["machine_id", "limit"]),
+    ("/status/{machine_id}", &[]),
+    (
+        "/analytics",
+        &[
+            "machine_id",
+            "parameter",
+            "since",
+            "until",
+            "threshold",
+            "baseline",
+            "bucket",
+        ],
+    ),
+    (
+        "/states",
+        &["machine_id", "since", "until", "parameter", "timeline"],
+    ),
+    ("/oee", &["machine_id", "since", "until", "by"]),
+    ("/events", &[]),
+    ("/", &[]),
+    ("/assets/{*file}", &[]),
+    ("/healthz", &[]),
+    ("/metrics", &[]),
+    ("/openapi.json", &[]),
 ];
+
+/// The matched route's entry in [`ROUTES`].
+fn route_of(req: &Request) -> Option<&'static (&'static str, &'static [&'static str])> {
+    let matched = req.extensions().get::<MatchedPath>()?;
+    ROUTES.iter().find(|(path, _)| *path == matched.as_str())
+}
+
+/// 400 for a query parameter the route does not take, naming it and the ones it does.
+async fn known_query(req: Request, next: Next) -> Response {
+    if let (Some((path, known)), Some(query)) = (route_of(&req), req.uri().query()) {
+        // Decoding never fails: a malformed escape is kept as it is.
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+        let unknown = pairs
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| !known.contains(&key.as_str()));
+        if let Some(key) = unknown {
+            let takes = if known.is_empty() {
+                "it takes none".to_owned()
+            } else {
+                format!("it takes {}", known.join(", "))
+            };
+            return ApiError::BadRequest(format!(
+                "unknown query parameter {key:?} on {path}: {takes}"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
 
 /// Metric handles per (route, status code), made once: building a labelled key and looking
 /// it up in the registry on every request cost as much as answering `/data/latest`.
@@ -197,12 +247,7 @@ fn handles(route: &'static str, code: u16) -> (metrics::Counter, metrics::Histog
 /// Counts requests by route and code and times them.
 async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()))
-        .copied()
-        .unwrap_or("unmatched");
+    let route = route_of(&req).map_or("unmatched", |(r, _)| *r);
     let response = next.run(req).await;
     let (requests, latency) = handles(route, response.status().as_u16());
     requests.increment(1);

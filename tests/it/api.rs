@@ -546,12 +546,7 @@ async fn influx_line_protocol_write_endpoints() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(
-        app.get("/data/latest?x=1")
-            .await
-            .body
-            .as_array()
-            .unwrap()
-            .len(),
+        app.get("/data/latest").await.body.as_array().unwrap().len(),
         2
     );
 
@@ -572,4 +567,78 @@ async fn influx_line_protocol_write_endpoints() {
         400,
         "precision",
     );
+}
+
+/// SPEC §4: a query parameter the route does not know is a 400 naming it and the ones the route
+/// takes, on every route; the parameters a route documents pass.
+#[tokio::test]
+async fn unknown_query_parameters_are_refused_on_every_route() {
+    let app = TestApp::start().await;
+    app.post_as("/ingest", SEED, "application/json").await;
+    // (a GET with a misspelt or foreign parameter, what the message must list)
+    let refused: &[(&str, &str)] = &[
+        ("/data?machine=machine-1", "machine_id, since, until, limit"),
+        (
+            "/data?machine_id=machine-1&limt=1",
+            "machine_id, since, until, limit",
+        ),
+        ("/data/latest?machine_id=machine-1", "it takes none"),
+        ("/status?machine_id=machine-1", "it takes none"),
+        ("/status/history?machine=machine-1", "machine_id, limit"),
+        ("/status/machine-1?verbose=1", "it takes none"),
+        ("/analytics?machine_id=machine-1&param=speed", "parameter"),
+        ("/states?machine_id=machine-1&by=day", "timeline"),
+        ("/oee?machine_id=machine-1&timeline=true", "by"),
+        ("/healthz?full=1", "it takes none"),
+        ("/metrics?name=x", "it takes none"),
+        ("/openapi.json?v=3", "it takes none"),
+        ("/events?machine_id=machine-1", "it takes none"),
+    ];
+    for (path, takes) in refused {
+        let a = app.get(path).await;
+        let key = path
+            .rsplit(['?', '&'])
+            .next()
+            .and_then(|kv| kv.split('=').next())
+            .unwrap();
+        assert_error(&a, 400, &format!("unknown query parameter \"{key}\""));
+        assert_error(&a, 400, takes);
+    }
+    let accepted = [
+        "/data?machine_id=machine-1&since=2024-10-27T12:00:00Z&until=2024-10-27T13:00:00Z&limit=2",
+        "/status/history?machine_id=machine-1&limit=5",
+        "/analytics?machine_id=machine-1&parameter=speed&threshold=10&baseline=moving&bucket=1m",
+        "/states?machine_id=machine-1&since=2024-10-27T12:00:00Z&until=2024-10-27T13:00:00Z&timeline=true",
+        "/oee?machine_id=machine-1&since=2024-10-27T00:00:00Z&until=2024-10-28T00:00:00Z&by=day",
+    ];
+    for path in accepted {
+        let a = app.get(path).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+    }
+    // POST routes: the same rule; InfluxDB clients' own parameters (`rp`, `consistency`, `org`)
+    // pass, so Telegraf works unchanged.
+    let a = app
+        .post_as("/ingest?machine_id=m", SEED, "application/json")
+        .await;
+    assert_error(&a, 400, "unknown query parameter \"machine_id\" on /ingest");
+    let a = app
+        .post_as("/write?database=x", "m,machine_id=lp t=1 1", "text/plain")
+        .await;
+    assert_error(&a, 400, "db, rp, precision, consistency");
+    let a = app
+        .post_as(
+            "/write?db=x&rp=autogen&consistency=any&precision=s",
+            "m,machine_id=lp t=1 1700000000",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let a = app
+        .post_as(
+            "/api/v2/write?org=plant&bucket=b&precision=s",
+            "m,machine_id=lp t=2 1700000001",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
 }
