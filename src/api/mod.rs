@@ -269,7 +269,15 @@ pub(crate) fn json_body(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Bytes, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        // Bytes that are not visible ASCII name no content type we take: a 415, not "absent".
+        let ct = ct
+            .to_str()
+            .map_err(|_| {
+                ApiError::UnsupportedMediaType(
+                    "the content type is not ASCII: send application/json, application/x-ndjson or text/csv".into(),
+                )
+            })?
+            .to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
         let ok = matches!(
             essence,

@@ -383,6 +383,21 @@ async fn error_codes() {
         415,
         "content type",
     );
+    // A content type of non-ASCII bytes names nothing we take: 415, never read as "absent".
+    let resp = app
+        .client
+        .post(format!("{}/ingest", app.base))
+        .header(
+            "content-type",
+            reqwest::header::HeaderValue::from_bytes(b"application/j\xc3\xa9son").unwrap(),
+        )
+        .body(r#"{"machine_id": "ct-1", "x": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    assert!(resp.text().await.unwrap().contains("not ASCII"));
+    assert_eq!(app.get("/data?machine_id=ct-1").await.body, json!([]));
     assert_error(&app.get("/nope").await, 404, "/nope");
     assert_error(&app.get("/data/latest/extra").await, 404, "no route");
     assert_error(
