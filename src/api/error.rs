@@ -35,10 +35,16 @@ pub enum ApiError {
     /// The body is not JSON: 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The store cannot be reached now: 503, worth a retry.
+    /// The store cannot be reached now, or its disk is full: 503 with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// A fault of the server itself, such as damaged stored data: 500 saying what was lost.
+    #[error("{0}")]
+    Internal(String),
 }
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECONDS: &str = "5";
 
 /// The body of every error: `{"error": "..."}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -59,6 +65,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -70,6 +77,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let challenge = matches!(self, ApiError::Unauthorized(_));
+        let retry = status == StatusCode::SERVICE_UNAVAILABLE;
         let mut response = (
             status,
             Json(ErrorBody {
@@ -83,15 +91,58 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer realm=\"millwatch\""),
             );
         }
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
         response
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        // Whatever broke in the store, the request itself was fine: retrying later may work.
-        ApiError::Unavailable(e.to_string())
+        // The full message (paths included) goes to the log; the answer names no path of the
+        // server's file system (SPEC §4).
+        tracing::warn!(error = %e, "store error");
+        let message = without_paths(&e.to_string());
+        match e {
+            // Worth a retry: the database comes back, or space is freed.
+            StoreError::Unavailable(_) | StoreError::DiskFull(_) => ApiError::Unavailable(message),
+            // Retrying will not help: the server says what it cannot give.
+            StoreError::Damaged(_) | StoreError::Failed(_) => ApiError::Internal(message),
+        }
     }
+}
+
+/// `message` with every absolute file-system path cut to its last component.
+pub(crate) fn without_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find('/') {
+        // A path starts at a '/' that begins a word (or follows a quote or parenthesis).
+        let starts_word = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '(' | '=' | ':'));
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ',' | ';'))
+            .map_or(rest.len(), |n| at + n);
+        let word = &rest[at..end];
+        out.push_str(&rest[..at]);
+        if starts_word && word[1..].contains('/') && !word.starts_with("//") {
+            let file = word.trim_end_matches(['.', ':']);
+            let tail = &word[file.len()..];
+            out.push_str(file.rsplit('/').next().unwrap_or(""));
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<StatusError> for ApiError {
@@ -100,5 +151,83 @@ impl From<StatusError> for ApiError {
             StatusError::Refused(r) => ApiError::Conflict(r.to_string()),
             StatusError::Store(s) => s.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_name_no_path_of_the_server() {
+        let cases = [
+            (
+                "cannot sync /var/lib/mw/millwatch.db-log.3: No space left on device",
+                "cannot sync millwatch.db-log.3: No space left on device",
+            ),
+            (
+                "cannot open \"/a/b/c.db\" (read-only)",
+                "cannot open \"c.db\" (read-only)",
+            ),
+            (
+                "chunk of press-01 from 2026-01-01T00:00:00Z",
+                "chunk of press-01 from 2026-01-01T00:00:00Z",
+            ),
+            ("relative a/b stays", "relative a/b stays"),
+            (
+                "url postgres://host/db stays",
+                "url postgres://host/db stays",
+            ),
+            ("/", "/"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(without_paths(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_their_classes() {
+        let status = |e: StoreError| ApiError::from(e).status();
+        assert_eq!(
+            status(StoreError::Unavailable("x".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StoreError::DiskFull("x".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StoreError::Damaged("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(StoreError::Failed("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert!(matches!(
+            StoreError::classify(enospc),
+            StoreError::DiskFull(_)
+        ));
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert!(matches!(
+            StoreError::classify(corrupt),
+            StoreError::Damaged(_)
+        ));
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(matches!(
+            StoreError::classify(full),
+            StoreError::DiskFull(_)
+        ));
+        assert!(matches!(
+            StoreError::classify("text".to_owned()),
+            StoreError::Failed(_)
+        ));
     }
 }

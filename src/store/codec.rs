@@ -507,7 +507,7 @@ pub fn encode_batch(records: &[std::sync::Arc<ProcessedRecord>]) -> Batch {
 
 /// Decodes every record of a log entry.
 pub fn decode_log(entry: &[u8]) -> Result<Vec<StoredRecord>, super::StoreError> {
-    let damaged = |e: CodecError| super::StoreError::Failed(e.to_string());
+    let damaged = |e: CodecError| super::StoreError::Damaged(e.to_string());
     let mut c = Cursor { buf: entry };
     let base = match c.u8().map_err(damaged)? {
         LOG_V1 => 0,
@@ -690,7 +690,7 @@ impl ChunkBuilder {
 /// A machine id read back from a store (checked again: the file may come from elsewhere).
 pub fn machine_id(s: &str) -> Result<MachineId, super::StoreError> {
     MachineId::parse(s)
-        .map_err(|e| super::StoreError::Failed(format!("stored machine id {s:?}: {e}")))
+        .map_err(|e| super::StoreError::Damaged(format!("stored machine id {s:?}: {e}")))
 }
 
 /// The last `n` records by arrival, oldest first: what recovery replays.

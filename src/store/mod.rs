@@ -34,9 +34,52 @@ pub enum StoreError {
     /// The store cannot be reached now (a database restarting); worth retrying later.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the database's) is full: nothing more can be stored until space is freed.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    /// Stored data cannot be read back as written: what was lost is named.
+    #[error("stored data is damaged: {0}")]
+    Damaged(String),
     /// Anything else.
     #[error("store error: {0}")]
     Failed(String),
+}
+
+impl StoreError {
+    /// Classifies an error from beneath a store by its type, so that a full disk and damaged
+    /// data are told apart from other failures wherever they arise: an I/O error `ENOSPC`,
+    /// SQLite's `SQLITE_FULL`, `SQLITE_CORRUPT` and `SQLITE_NOTADB`, a chunk or log entry that
+    /// does not decode. Anything else (a message already formatted, say) is [`StoreError::Failed`].
+    pub(crate) fn classify<E: std::fmt::Display + 'static>(e: E) -> StoreError {
+        let any = &e as &dyn std::any::Any;
+        let message = e.to_string();
+        if let Some(io) = any.downcast_ref::<std::io::Error>() {
+            if is_disk_full(io) {
+                return StoreError::DiskFull(message);
+            }
+        } else if let Some(rusqlite::Error::SqliteFailure(f, _)) =
+            any.downcast_ref::<rusqlite::Error>()
+        {
+            use rusqlite::ErrorCode;
+            match f.code {
+                ErrorCode::DiskFull => return StoreError::DiskFull(message),
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                    return StoreError::Damaged(message);
+                }
+                _ => {}
+            }
+        } else if any.downcast_ref::<codec::CodecError>().is_some() {
+            return StoreError::Damaged(message);
+        } else if let Some(classified) = any.downcast_ref::<StoreError>() {
+            return classified.clone();
+        }
+        StoreError::Failed(message)
+    }
+}
+
+/// Whether an I/O error says the device has no space left.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
 /// Which records `GET /data` wants.

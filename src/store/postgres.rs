@@ -72,16 +72,26 @@ fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
     ))
 }
 
+/// A failure beneath the store with its whole source chain, classified (damaged data, other).
 fn failed(e: impl std::error::Error + 'static) -> StoreError {
-    StoreError::Failed(crate::chain::chain(&e))
+    let chained = crate::chain::chain(&e);
+    match StoreError::classify(e) {
+        StoreError::Failed(_) => StoreError::Failed(chained),
+        classified => classified,
+    }
 }
 
-/// Maps a database error: lost connections are worth a retry, the rest is a failure.
+/// Maps a database error: lost connections are worth a retry, a full disk and corrupted data
+/// are named, the rest is a failure.
 fn db_error(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() || e.as_db_error().is_none() {
-        unavailable(e)
-    } else {
-        failed(e)
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        _ if e.is_closed() || e.as_db_error().is_none() => unavailable(e),
+        Some(c) if *c == SqlState::DISK_FULL => StoreError::DiskFull(crate::chain::chain(&e)),
+        Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+            StoreError::Damaged(crate::chain::chain(&e))
+        }
+        _ => failed(e),
     }
 }
 

@@ -209,8 +209,19 @@ pub struct SqliteStore {
     prints: Arc<Mutex<ChunkPrints>>,
 }
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
+/// A chunk whose blob does not decode: what is lost, by machine and time range.
+fn damaged_chunk(machine: &str, from: i64, to: i64, e: codec::CodecError) -> StoreError {
+    let at = Timestamp::from_nanos;
+    StoreError::Damaged(format!(
+        "the readings of {machine} from {} to {} cannot be read: their chunk is damaged ({e})",
+        at(from),
+        at(to)
+    ))
+}
+
+/// A failure beneath the store, classified (full disk, damaged data, other).
+fn failed<E: std::fmt::Display + 'static>(e: E) -> StoreError {
+    StoreError::classify(e)
 }
 
 fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
@@ -1401,13 +1412,13 @@ impl Store for SqliteStore {
                 // one, newest first, only while they may hold one of the newest records.
                 let (sql, machine) = match &q.machine_id {
                     Some(m) => (
-                        "SELECT machine_id, ts_max, id FROM chunks
+                        "SELECT machine_id, ts_max, id, ts_min FROM chunks
                          WHERE machine_id = ?3 AND ts_max >= ?1 AND ts_min <= ?2 AND seq_max <= ?4
                          ORDER BY ts_max DESC",
                         m.as_str().to_owned(),
                     ),
                     None => (
-                        "SELECT machine_id, ts_max, id FROM chunks
+                        "SELECT machine_id, ts_max, id, ts_min FROM chunks
                          WHERE ts_max >= ?1 AND ts_min <= ?2 AND ?3 = ?3 AND seq_max <= ?4
                          ORDER BY ts_max DESC",
                         String::new(),
@@ -1434,7 +1445,10 @@ impl Store for SqliteStore {
                     let mut data = blob.query([id]).map_err(failed)?;
                     if let Some(d) = data.next().map_err(failed)? {
                         let d = d.get_ref(0).map_err(failed)?.as_blob().map_err(failed)?;
-                        newest.add(&machine_id(&m)?, d).map_err(failed)?;
+                        newest.add(&machine_id(&m)?, d).map_err(|e| {
+                            let (from, to) = (row.get(3).unwrap_or(0), row.get(1).unwrap_or(0));
+                            damaged_chunk(&m, from, to, e)
+                        })?;
                     }
                 }
                 Ok(newest.finish())

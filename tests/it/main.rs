@@ -7,6 +7,7 @@ mod auth;
 mod auth_browser;
 mod cli_ingest;
 mod crash;
+mod damaged;
 mod dashboard;
 mod dashboard_firsthour;
 mod dedup;
