@@ -143,6 +143,12 @@ pub(crate) async fn ingest(
             "the body is empty: send a reading, an array or NDJSON".into(),
         ));
     }
+    // A header row alone is no CSV of readings: most likely another format sent as text/csv.
+    if csv && readings.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the CSV body has a header row and no readings: send a header row naming the fields, then one row per reading".into(),
+        ));
+    }
     let accepted = readings.len();
     let done = state.service.ingest(readings).await?;
     crate::metrics::readings("http", "accepted", done.stored);
@@ -228,6 +234,11 @@ async fn write_line_protocol(
             ApiError::BadRequest(format!("cannot read the body: {e}"))
         }
     })?;
+    if !body.iter().any(|c| !c.is_ascii_whitespace()) {
+        return Err(ApiError::BadRequest(
+            "the body is empty: send points in line protocol".into(),
+        ));
+    }
     let opts = crate::lineproto::Options {
         precision,
         machine_tag: state.machine_tag.clone(),

@@ -105,8 +105,8 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3")))]
-pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(super::openapi::document())
 }
 
 /// The dashboard.

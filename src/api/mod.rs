@@ -24,6 +24,7 @@ mod data;
 mod error;
 mod events;
 mod meta;
+mod openapi;
 pub(crate) mod states;
 mod status;
 

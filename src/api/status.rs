@@ -62,6 +62,7 @@ impl From<StatusAnswer> for SetStatusAnswer {
 
 /// The body of `POST /status`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SetStatus {
     /// One of IDLE STARTED RUNNING PAUSED COMPLETED FAILED.
     #[schema(example = "STARTED")]
