@@ -221,9 +221,29 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Largest request body accepted, in bytes (413 above).
+    /// Largest request body accepted, in bytes (413 above). A larger declared Content-Length
+    /// is refused before any of the body is read.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body: usize,
+
+    /// Time a request body has to arrive in full once its headers have (30s, 500ms; a bare
+    /// number is seconds); a slower body is cut with 408 and its connection closed.
+    #[arg(long, value_name = "SECS", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Open connections served at once; beyond, a new connection is answered 503 with
+    /// Retry-After and closed. Headers must arrive within 10 s of a connection's opening or
+    /// of its previous request.
+    #[arg(long, value_name = "N", default_value_t = crate::api::server::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key). Default: plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (needs --tls-cert). Default: none (plain HTTP).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// OEE settings (TOML): a [[machine]] table per group of machines with machines (a
     /// glob), count (the parts counter), good or reject (a counter), ideal_rate (parts per

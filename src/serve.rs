@@ -72,6 +72,13 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
 /// Runs the service until a shutdown signal.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let access = access(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            api::server::tls_acceptor(cert, key).map_err(|e| ServeError::Usage(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    api::server::raise_open_file_limit();
     // Installed first, so that sources started below record into it.
     let metrics = crate::metrics::handle();
     // Histograms keep raw samples until drained: drain them even if nobody scrapes /metrics,
@@ -123,6 +130,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let mut state = AppState::new(service.clone());
     state.metrics = metrics;
     state.max_body = args.max_body;
+    state.server.max_connections = args.max_connections as usize;
+    state.server.body_timeout = args.body_timeout;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    state.server.tls = tls;
     state.machine_tag = args.pipeline.machine_tag.clone();
     state.access = access;
     state.states = api::StatesConfig {
@@ -134,7 +145,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
-    tracing::info!(store = %args.store, "listening on http://{addr}");
+    tracing::info!(store = %args.store, "listening on {scheme}://{addr}");
     api::run(listener, state, shutdown_signal())
         .await
         .map_err(|e| ServeError::Io(e.to_string()))?;

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The body is over the limit: 413.
     #[error("the body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive within `--body-timeout`: 408.
+    #[error("{0}")]
+    Timeout(String),
     /// The body is not JSON: 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -25,12 +25,14 @@ mod error;
 mod events;
 mod meta;
 mod openapi;
+pub mod server;
 pub(crate) mod states;
 mod status;
 
 pub use analytics::{parse_baseline, parse_bucket};
 pub use error::{ApiError, ErrorBody};
 pub use meta::ApiDoc;
+pub use server::ServerOptions;
 pub use states::{DEFAULT_STALE, StatesConfig};
 
 /// Default largest request body: 16 MiB.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub access: auth::Access,
     /// What `/states` and `/oee` use: OEE file, shifts, time zone, staleness.
     pub states: StatesConfig,
+    /// Connection and body limits, and TLS (SPEC §9).
+    pub server: ServerOptions,
 }
 
 impl AppState {
@@ -66,6 +70,7 @@ impl AppState {
             machine_tag: "machine_id".into(),
             access: auth::Access::default(),
             states: StatesConfig::default(),
+            server: ServerOptions::default(),
         }
     }
 }
@@ -118,6 +123,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         // Telegraf and other InfluxDB clients gzip their bodies by default.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Outside decompression, so that the limits apply to the bytes on the wire.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            server::bounded_body,
+        ))
         // Inside the guard, which takes the credentials `u` and `p` off the write routes' query.
         .layer(middleware::from_fn(known_query))
         // Inside `track`, so that refused requests are counted under their routes.
@@ -134,13 +144,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Ends the live event streams, which would otherwise hold the server open.
-            token.cancel();
-        })
-        .await
+    let options = state.server.clone();
+    server::serve(listener, app(state), options, async move {
+        shutdown.await;
+        // Ends the live event streams, which would otherwise hold the server open.
+        token.cancel();
+    })
+    .await
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -13,6 +13,7 @@ mod dashboard_firsthour;
 mod dedup;
 mod firsthour;
 mod fuzz_corpus;
+mod limits;
 mod mqtt;
 mod pg;
 mod readme;
