@@ -288,3 +288,57 @@ async fn tls_serves_https_with_the_given_certificate() {
         .expect("not PEM");
     assert!(e.to_string().contains("not a PEM private key"), "{e}");
 }
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_ends_event_streams() {
+    let pipeline = millwatch::pipeline::Pipeline::new(
+        5,
+        millwatch::reading::MachineId::parse("machine-1").unwrap(),
+    );
+    let service = millwatch::service::Service::start(pipeline, Arc::new(MemoryStore::new()))
+        .await
+        .unwrap();
+    let state = millwatch::api::AppState::new(service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(millwatch::api::run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let body = r#"{"machine_id": "m-1", "timestamp": "2026-01-01T00:00:00Z", "t": 1.5}"#;
+    let mut inflight = TcpStream::connect(at).await.unwrap();
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    inflight.write_all(head.as_bytes()).await.unwrap();
+    inflight.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let events = reqwest::get(format!("http://{at}/events")).await.unwrap();
+    assert_eq!(events.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(at).await.is_err(),
+        "no new connection after shutdown"
+    );
+    // The request under way is still answered.
+    inflight.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let answer = read_head(&mut inflight, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+    // The event stream ends, and with it the server.
+    let mut events = events;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await
+    .expect("the event stream ends at shutdown");
+    drop(inflight);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
