@@ -42,8 +42,13 @@ fn press(i: usize) -> Reading {
 /// Takes readings `range` in batches of 1,000, as a client would post them.
 async fn post(svc: &Service, range: std::ops::Range<usize>) -> (usize, usize) {
     let all: Vec<usize> = range.collect();
+    post_in(svc, &all, 1000).await
+}
+
+/// Takes the readings numbered `order`, in batches of `batch`: (stored, duplicates).
+async fn post_in(svc: &Service, order: &[usize], batch: usize) -> (usize, usize) {
     let (mut stored, mut dups) = (0, 0);
-    for part in all.chunks(1000) {
+    for part in order.chunks(batch) {
         let done = svc
             .ingest(part.iter().map(|i| press(*i)).collect())
             .await
@@ -272,16 +277,7 @@ async fn concurrent_repeats_are_stored_once() {
         clients.push(tokio::spawn(async move {
             let mut order: Vec<usize> = (0..2000).collect();
             fastrand::Rng::with_seed(c as u64).shuffle(&mut order[..]);
-            let (mut stored, mut dups) = (0, 0);
-            for part in order.chunks(50 + c * 10) {
-                let done = svc
-                    .ingest(part.iter().map(|i| press(*i)).collect())
-                    .await
-                    .unwrap();
-                stored += done.stored;
-                dups += done.duplicates;
-            }
-            (stored, dups)
+            post_in(&svc, &order, 50 + c * 10).await
         }));
     }
     let (mut stored, mut dups) = (0, 0);
