@@ -51,6 +51,13 @@ struct Args {
     /// Concurrent connections, each on a thread of its own with one request in flight.
     #[arg(long, default_value_t = 2)]
     connections: usize,
+    /// Readings per second over all connections (paced); default: as fast as answered.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The first reading's time, in seconds since the epoch (default: a range of its own taken
+    /// from the clock). Runs one after another (the soak) give each its own range.
+    #[arg(long)]
+    time_base: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -236,7 +243,19 @@ fn drive(args: &Args, connection: usize, first_time: u64, deadline: Instant) -> 
     let expected = format!(r#""accepted":{BATCH}"#);
     let mut tally = Tally::default();
     let mut time = first_time;
+    // Paced: this connection's share of the rate, one request per `gap`.
+    let gap = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(BATCH as f64 * args.connections as f64 / rate));
+    let mut next = Instant::now();
     while Instant::now() < deadline {
+        if let Some(gap) = gap {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += gap;
+        }
         request.set_times(time);
         time += SECONDS_PER_REQUEST as u64;
         let sent = Instant::now();
@@ -284,7 +303,9 @@ fn main() -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let run_base = 1_000_000_000 + (now % 1000) * 1_000_000;
+    let run_base = args
+        .time_base
+        .unwrap_or(1_000_000_000 + (now % 1000) * 1_000_000);
     let share = 1_000_000 / args.connections.max(1) as u64;
     let start = Instant::now();
     let deadline = start + args.duration;

@@ -242,9 +242,11 @@ pub fn csv(data: &[u8]) {
         same_parsed(&whole, &small),
         "in memory {whole:?}\nchopped {small:?}"
     );
-    let columns = text.split(|&c| c == b'\n').next().map_or(0, |header| {
-        header.iter().filter(|&&c| c == b',').count() + 1
-    });
+    // The header is the first line that is not empty (the reader skips empty lines).
+    let columns = text
+        .split(|&c| c == b'\n' || c == b'\r')
+        .find(|line| !line.is_empty())
+        .map_or(0, |header| header.iter().filter(|&&c| c == b',').count() + 1);
     for (_, r) in &whole {
         if let Ok(r) = r {
             valid(r);
