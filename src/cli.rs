@@ -231,9 +231,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
 
+    /// Time a write to a client may wait for the client to read (20s, 500ms); beyond, the
+    /// connection is closed. This drops an event-stream (/events) client that stops reading
+    /// once its buffers are full, so it cannot hold memory or a connection.
+    #[arg(long, value_name = "SECS", default_value = "20s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Open connections served at once; beyond, a new connection is answered 503 with
     /// Retry-After and closed. Headers must arrive within 10 s of a connection's opening or
-    /// of its previous request.
+    /// of its previous request. Lowered at start if the open-file limit cannot hold this many
+    /// connections and still keep descriptors free for the store.
     #[arg(long, value_name = "N", default_value_t = crate::api::server::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 

@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("reading_diff", reading_diff),
     ("ndjson", ndjson),
     ("lineproto", lineproto),
+    ("csv", csv),
     ("timestamp", timestamp),
     ("analytics_body", analytics_body),
     ("codec_decode", codec_decode),
@@ -223,6 +224,41 @@ pub fn lineproto(data: &[u8]) {
                 r.fields.iter().any(|f| f.name.as_str() == "measurement"),
                 "no measurement in {r:?}"
             );
+        }
+    }
+}
+
+/// CSV bodies (`text/csv` on `/ingest`, `.csv` files): never panics; every accepted row is a
+/// valid reading with no more parameters than the header has columns; the stream gives the
+/// same results whatever its read buffer's size (the first byte picks it).
+pub fn csv(data: &[u8]) {
+    let Some((&k, text)) = data.split_first() else {
+        return;
+    };
+    let whole = crate::csv_input::parse_all(text);
+    let small: Vec<Parsed> =
+        crate::csv_input::readings(chopped(text, usize::from(k & 15) + 1)).collect();
+    assert!(
+        same_parsed(&whole, &small),
+        "in memory {whole:?}\nchopped {small:?}"
+    );
+    let columns = text.split(|&c| c == b'\n').next().map_or(0, |header| {
+        header.iter().filter(|&&c| c == b',').count() + 1
+    });
+    for (_, r) in &whole {
+        if let Ok(r) = r {
+            valid(r);
+            // A quoted header may hold commas and newlines: then the count above is no bound.
+            if !text.contains(&b'"') {
+                assert!(
+                    r.fields.len()
+                        + usize::from(r.machine_id.is_some())
+                        + usize::from(r.timestamp.is_some())
+                        <= columns,
+                    "{} parameters from {columns} columns: {r:?}",
+                    r.fields.len()
+                );
+            }
         }
     }
 }

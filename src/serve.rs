@@ -78,7 +78,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         ),
         _ => None,
     };
-    api::server::raise_open_file_limit();
+    let open_file_limit = api::server::raise_open_file_limit();
     // Installed first, so that sources started below record into it.
     let metrics = crate::metrics::handle();
     // Histograms keep raw samples until drained: drain them even if nobody scrapes /metrics,
@@ -132,6 +132,17 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     state.max_body = args.max_body;
     state.server.max_connections = args.max_connections as usize;
     state.server.body_timeout = args.body_timeout;
+    state.server.write_timeout = args.write_timeout;
+    // After the store and the sources are open, so that what they hold is counted.
+    if let (Some(limit), Some(open)) = (open_file_limit, api::server::open_descriptors())
+        && state.server.fit_descriptors(limit, open)
+    {
+        tracing::warn!(
+            max_connections = state.server.max_connections,
+            open_files = limit,
+            "connection cap lowered to keep descriptors for the store: raise the open-file limit (ulimit -n) to serve more"
+        );
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     state.server.tls = tls;
     state.machine_tag = args.pipeline.machine_tag.clone();

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +35,12 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 /// Default time a request body has to arrive in full.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a write to a client may wait for the client to read.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Descriptors kept free for the store (its log segments, SQLite's database, WAL and shared
+/// memory files, PostgreSQL connections) and for sources, beyond those open when serving
+/// starts: the connection cap is lowered until these fit under the open-file limit.
+pub const DESCRIPTOR_RESERVE: u64 = 64;
 
 /// Connections being answered 503 at once; beyond, a new connection is closed unanswered, so
 /// that a flood cannot use the descriptors the cap is there to save.
@@ -51,6 +58,12 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Time for a request body to arrive in full; beyond, 408 and the connection closes.
     pub body_timeout: Duration,
+    /// Time a write may wait for the client to read; beyond, the connection is closed. This
+    /// is what drops an event-stream client that stops reading: once its socket buffers and
+    /// its bounded event buffer are full, writes wait, and after this long it is cut.
+    pub write_timeout: Duration,
+    /// Connections being answered 503 at once (the refusals also hold descriptors).
+    pub max_refusing: usize,
     /// Serve HTTPS with this certificate when set.
     pub tls: Option<TlsAcceptor>,
 }
@@ -61,6 +74,8 @@ impl Default for ServerOptions {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_refusing: MAX_REFUSING,
             tls: None,
         }
     }
@@ -108,14 +123,47 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// Raises the soft limit on open files to the hard limit, so that many clients do not starve
-/// the store of descriptors, and logs the limit in force.
-pub fn raise_open_file_limit() {
+/// the store of descriptors, logs the limit in force and returns it (`None` when unknown).
+pub fn raise_open_file_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(
-            open_files = limit,
-            "open-file limit raised to the hard limit"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        Ok(limit) => {
+            tracing::info!(
+                open_files = limit,
+                "open-file limit raised to the hard limit"
+            );
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            None
+        }
+    }
+}
+
+/// Descriptors this process has open now (`None` where `/proc/self/fd` cannot be read).
+pub fn open_descriptors() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|entries| entries.count() as u64)
+}
+
+impl ServerOptions {
+    /// Lowers the connection cap, and the number of connections being refused at once, so that
+    /// connections can never take the descriptors the store needs: with `open` descriptors in
+    /// use and an open-file limit of `limit`, `DESCRIPTOR_RESERVE` stay free. Without this, a
+    /// flood of idle connections under a 1,024 limit made the store's writes fail with "Too
+    /// many open files". Returns whether the cap was lowered.
+    pub fn fit_descriptors(&mut self, limit: u64, open: u64) -> bool {
+        let budget = limit.saturating_sub(open + DESCRIPTOR_RESERVE).max(2);
+        // An eighth of the budget for refusals (256 at most), the rest for serving; each
+        // connection refused beyond those is accepted and closed at once, one descriptor for
+        // an instant, which the reserve covers.
+        let refusing = (budget / 8).clamp(1, MAX_REFUSING as u64) as usize;
+        let serving = (budget as usize - refusing).max(1);
+        let lowered = serving < self.max_connections;
+        self.max_connections = self.max_connections.min(serving);
+        self.max_refusing = self.max_refusing.min(refusing);
+        lowered
     }
 }
 
@@ -128,7 +176,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let serving = Arc::new(Semaphore::new(options.max_connections));
-    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let refusing = Arc::new(Semaphore::new(options.max_refusing));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -149,6 +197,11 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // A write that waits this long for the client to read fails, and the connection
+        // closes: hyper has no write timeout of its own.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(options.write_timeout));
+        let stream = Box::pin(stream);
         let tls = options.tls.clone();
         let timeout = options.header_timeout;
         if let Ok(permit) = serving.clone().try_acquire_owned() {
@@ -182,7 +235,7 @@ pub(crate) async fn serve(
 
 /// Runs `serve` on the connection, after a TLS handshake (bounded by `timeout`) if configured.
 async fn with_tls<F, Fut>(
-    stream: tokio::net::TcpStream,
+    stream: Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
     tls: Option<TlsAcceptor>,
     timeout: Duration,
     serve: F,

@@ -17,6 +17,7 @@ mod limits;
 mod mqtt;
 mod pg;
 mod readme;
+mod resources;
 mod serve_bin;
 mod states;
 mod stores;

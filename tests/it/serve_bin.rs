@@ -39,8 +39,26 @@ pub fn bin() -> &'static Path {
 impl Served {
     /// Starts `serve ARGS --listen 127.0.0.1:0` in a fresh temporary directory.
     pub fn start(args: &[&str]) -> Served {
+        Served::start_command(Command::new(bin()), args)
+    }
+
+    /// As `start`, with soft and hard limits of `nofile` open files (util-linux `prlimit`).
+    pub fn start_limited(args: &[&str], nofile: u64) -> Served {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(bin());
+        Served::start_command(command, args)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_command(mut command: Command, args: &[&str]) -> Served {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut child = Command::new(bin())
+        let mut child = command
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
