@@ -542,7 +542,7 @@ fn insert_chunks<R: AsRef<ProcessedRecord>>(
     let built = codec::chunks(rows, CHUNK_RECORDS).map(|(piece, data)| {
         let (ts_min, ts_max, seq_min, seq_max) = writer::bounds(piece);
         codec::Built {
-            data,
+            data: codec::compress(data),
             records: piece.len(),
             ts_min,
             ts_max,

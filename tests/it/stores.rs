@@ -744,7 +744,12 @@ async fn sqlite_wal_stays_bounded_under_steady_load() {
                 let mut b = 0;
                 while started.elapsed() < load {
                     let batch = (0..500)
-                        .map(|i| x_record(&format!("w{w}-{:02}", i % 50), b * 10 + i / 50, 1.0))
+                        .map(|i| {
+                            // Values that do not repeat, so that compressed chunks still fill
+                            // pages at the pace of the load and the WAL has to be cut back.
+                            let x = ((b * 500 + i) as f64 * 0.618_033_988_7).sin();
+                            x_record(&format!("w{w}-{:02}", i % 50), b * 10 + i / 50, x)
+                        })
                         .collect();
                     store.append(batch).await.unwrap();
                     b += 1;

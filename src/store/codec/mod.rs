@@ -16,6 +16,9 @@
 
 use std::collections::HashMap;
 
+mod bits;
+mod columnar;
+
 use compact_str::CompactString;
 
 use crate::pipeline::{Averages, ProcessedRecord};
@@ -205,8 +208,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The dictionary and record count of a chunk of either version.
 fn header<'a>(c: &mut Cursor<'a>) -> Result<(Vec<&'a str>, u32), CodecError> {
-    if c.u8()? != VERSION {
+    if !matches!(c.u8()?, VERSION | columnar::VERSION) {
         return Err(CodecError("unknown version"));
     }
     let n = c.u16()? as usize;
@@ -218,8 +222,28 @@ fn header<'a>(c: &mut Cursor<'a>) -> Result<(Vec<&'a str>, u32), CodecError> {
     Ok((names, c.u32()?))
 }
 
-/// Decodes every record of a chunk belonging to `machine_id`.
+/// Re-encodes a chunk in the compressed format (version 2, see [`columnar`]) that the
+/// chunks table keeps. A chunk that does not re-encode (none the encoder writes) is kept as
+/// it is: both versions decode.
+pub fn compress(chunk: Vec<u8>) -> Vec<u8> {
+    if chunk.first() != Some(&VERSION) {
+        return chunk;
+    }
+    columnar::compress(&chunk).unwrap_or(chunk)
+}
+
+pub(super) fn parse_names(names: Vec<&str>) -> Result<Vec<ParamName>, CodecError> {
+    names
+        .into_iter()
+        .map(|n| ParamName::parse(n).map_err(|_| CodecError("parameter name")))
+        .collect()
+}
+
+/// Decodes every record of a chunk (either version) belonging to `machine_id`.
 pub fn decode(machine_id: &MachineId, chunk: &[u8]) -> Result<Vec<StoredRecord>, CodecError> {
+    if chunk.first() == Some(&columnar::VERSION) {
+        return columnar::decode(machine_id, chunk);
+    }
     let mut c = Cursor { buf: chunk };
     let (names, count) = header(&mut c)?;
     // Checked again, like machine ids: the file may be damaged or come from elsewhere.
@@ -273,6 +297,9 @@ pub fn values_of(
     until: Timestamp,
     out: &mut Vec<(Timestamp, u64, f64)>,
 ) -> Result<(), CodecError> {
+    if chunk.first() == Some(&columnar::VERSION) {
+        return columnar::values_of(chunk, parameter, since..=until, out);
+    }
     let mut c = Cursor { buf: chunk };
     let (names, count) = header(&mut c)?;
     let Some(wanted) = names.iter().position(|n| *n == parameter) else {
@@ -575,6 +602,9 @@ impl ChunkBuilder {
         skip: usize,
         take: usize,
     ) -> Result<usize, CodecError> {
+        if chunk.first() != Some(&VERSION) {
+            return Err(CodecError("only version 1 chunks are copied"));
+        }
         let mut c = Cursor { buf: chunk };
         let (names, count) = header(&mut c)?;
         if self.records > 0 && self.names.len() + names.len() > MAX_NAMES {
@@ -677,7 +707,7 @@ impl ChunkBuilder {
         data.extend_from_slice(&(self.records as u32).to_le_bytes());
         data.extend_from_slice(&self.body);
         Some(Built {
-            data,
+            data: compress(data),
             records: self.records,
             ts_min,
             ts_max,
