@@ -246,7 +246,9 @@ pub fn csv(data: &[u8]) {
     let columns = text
         .split(|&c| c == b'\n' || c == b'\r')
         .find(|line| !line.is_empty())
-        .map_or(0, |header| header.iter().filter(|&&c| c == b',').count() + 1);
+        .map_or(0, |header| {
+            header.iter().filter(|&&c| c == b',').count() + 1
+        });
     for (_, r) in &whole {
         if let Ok(r) = r {
             valid(r);
