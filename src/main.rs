@@ -66,20 +66,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => match runtime.block_on(async {
+        Command::Serve(args) => {
             return_freed_memory();
-            millwatch::serve::run(args).await
-        }) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e @ millwatch::serve::ServeError::Usage(_)) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
+            match runtime.block_on(millwatch::serve::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ millwatch::serve::ServeError::Usage(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Token(args) => match millwatch::token::run(&args, std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
