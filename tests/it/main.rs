@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and the real router, over real sockets.
 //! One test binary with modules, so it links once.
 
+mod alerts;
 mod analytics;
 mod api;
 mod auth;
