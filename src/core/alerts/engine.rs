@@ -153,7 +153,9 @@ pub struct Engine {
 
 /// The number a rule holds a record against, with what it holds it against; `None` when the
 /// record lacks the parameter (which neither continues nor breaks a run).
-fn judge(rule: &Rule, rec: &ProcessedRecord) -> Option<(bool, f64, Json)> {
+/// The bound as JSON is made only when the state changes (most readings change nothing, and
+/// a range's JSON is an allocation).
+fn judge(rule: &Rule, rec: &ProcessedRecord) -> Option<(bool, f64, Bound)> {
     let param = rule.parameter.as_ref()?;
     let (_, value, avg) = rec.numeric().find(|(n, _, _)| *n == param)?;
     let watched = match rule.of {
@@ -161,12 +163,32 @@ fn judge(rule: &Rule, rec: &ProcessedRecord) -> Option<(bool, f64, Json)> {
         Of::Average => avg,
     };
     Some(match &rule.condition {
-        Condition::Above(b) => (watched > *b, watched, json!(b)),
-        Condition::Below(b) => (watched < *b, watched, json!(b)),
-        Condition::Outside(lo, hi) => (watched < *lo || watched > *hi, watched, json!([lo, hi])),
-        Condition::Deviation(t) => ((value - avg).abs() > t * avg.abs(), value, json!(avg)),
+        Condition::Above(b) => (watched > *b, watched, Bound::One(*b)),
+        Condition::Below(b) => (watched < *b, watched, Bound::One(*b)),
+        Condition::Outside(lo, hi) => (
+            watched < *lo || watched > *hi,
+            watched,
+            Bound::Range(*lo, *hi),
+        ),
+        Condition::Deviation(t) => ((value - avg).abs() > t * avg.abs(), value, Bound::One(avg)),
         Condition::Stale | Condition::Status(_) => return None,
     })
+}
+
+/// What a numeric rule held a value against, before it becomes JSON.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    One(f64),
+    Range(f64, f64),
+}
+
+impl Bound {
+    fn to_json(self) -> Json {
+        match self {
+            Bound::One(b) => json!(b),
+            Bound::Range(lo, hi) => json!([lo, hi]),
+        }
+    }
 }
 
 fn stale_bound(rule: &Rule) -> Json {
@@ -340,6 +362,12 @@ impl Engine {
                 }
                 _ => {
                     if let Some((meets, v, bound)) = judge(&slot.rule, rec) {
+                        // Nothing to change: still ok, or already firing.
+                        let firing = slot.alert.as_ref().map(|a| a.state == State::Firing);
+                        if (!meets && firing.is_none()) || (meets && firing == Some(true)) {
+                            continue;
+                        }
+                        let bound = bound.to_json();
                         let value = Some(Value::Number(v));
                         step(
                             slot,
