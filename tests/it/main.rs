@@ -2,6 +2,7 @@
 //! One test binary with modules, so it links once.
 
 mod alerts;
+mod alerts_browser;
 mod analytics;
 mod api;
 mod auth;
