@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::core::alerts::{Alert, Change, ChangeKind, Engine, Rule, RuleError, RuleName, State};
+use crate::core::alerts::{Alert, Change, Engine, Rule, RuleError, RuleName, State};
 use crate::pipeline::ProcessedRecord;
 use crate::service::Event;
 use crate::status::StatusChange;
@@ -340,8 +340,8 @@ impl Alerting {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
-                for c in changes {
-                    if c.kind != ChangeKind::Pending || events.receiver_count() > 0 {
+                if events.receiver_count() > 0 {
+                    for c in changes {
                         let _ = events.send(Event::Alert(Arc::new(c)));
                     }
                 }

@@ -2,7 +2,7 @@
 //! pipeline's records in order, the job-status changes and a wall-clock tick; gives back the
 //! changes it made. Pure and deterministic: the same inputs give the same changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
@@ -139,8 +139,43 @@ struct Slot {
 #[derive(Debug, Clone)]
 struct Machine {
     slots: Vec<Slot>,
+    /// The numeric rules' slots by parameter, so that a record finds the rules of each of its
+    /// parameters with one name comparison per parameter rather than one per rule.
+    groups: Vec<(ParamName, Vec<usize>)>,
+    /// The stale rules' slots.
+    stale: Vec<usize>,
     last_seen: Option<Timestamp>,
     status: JobStatus,
+}
+
+impl Machine {
+    fn new(slots: Vec<Slot>) -> Self {
+        let mut m = Machine {
+            slots,
+            groups: Vec::new(),
+            stale: Vec::new(),
+            last_seen: None,
+            status: JobStatus::Idle,
+        };
+        m.index();
+        m
+    }
+
+    /// Rebuilds `groups` and `stale` from the slots.
+    fn index(&mut self) {
+        self.groups.clear();
+        self.stale.clear();
+        for (i, slot) in self.slots.iter().enumerate() {
+            match (&slot.rule.condition, &slot.rule.parameter) {
+                (Condition::Stale, _) => self.stale.push(i),
+                (Condition::Status(_), _) | (_, None) => {}
+                (_, Some(p)) => match self.groups.iter_mut().find(|(g, _)| g == p) {
+                    Some((_, list)) => list.push(i),
+                    None => self.groups.push((p.clone(), vec![i])),
+                },
+            }
+        }
+    }
 }
 
 /// The alert engine: every rule against every machine it matches.
@@ -148,16 +183,16 @@ struct Machine {
 pub struct Engine {
     /// Sorted by name.
     rules: Vec<Arc<Rule>>,
-    machines: BTreeMap<MachineId, Machine>,
+    /// A hash map, looked up once per record; answers are sorted where order shows.
+    machines: HashMap<MachineId, Machine, foldhash::fast::FixedState>,
+    /// Whether any rule needs the clock (stale, status): without, a tick has nothing to do.
+    clocked: bool,
 }
 
-/// The number a rule holds a record against, with what it holds it against; `None` when the
-/// record lacks the parameter (which neither continues nor breaks a run).
-/// The bound as JSON is made only when the state changes (most readings change nothing, and
-/// a range's JSON is an allocation).
-fn judge(rule: &Rule, rec: &ProcessedRecord) -> Option<(bool, f64, Bound)> {
-    let param = rule.parameter.as_ref()?;
-    let (_, value, avg) = rec.numeric().find(|(n, _, _)| *n == param)?;
+/// Whether a numeric rule's condition holds for a value and its moving average, the number it
+/// watched, and what it held it against (made JSON only when the state changes: most readings
+/// change nothing, and a range's JSON is an allocation).
+fn judge(rule: &Rule, value: f64, avg: f64) -> Option<(bool, f64, Bound)> {
     let watched = match rule.of {
         Of::Value => value,
         Of::Average => avg,
@@ -290,9 +325,21 @@ impl Engine {
         for r in rules {
             by_name.insert(r.name.clone(), Arc::new(r));
         }
+        // Rules that stay as they were keep their alerts; decided once, not per machine.
+        let unchanged: std::collections::BTreeSet<RuleName> = self
+            .rules
+            .iter()
+            .filter(|old| by_name.get(&old.name).is_some_and(|new| **new == ***old))
+            .map(|old| old.name.clone())
+            .collect();
         self.rules = by_name.into_values().collect();
+        self.clocked = self
+            .rules
+            .iter()
+            .any(|r| matches!(r.condition, Condition::Stale | Condition::Status(_)));
         let mut out = Vec::new();
-        let names: Vec<MachineId> = self.machines.keys().cloned().collect();
+        let mut names: Vec<MachineId> = self.machines.keys().cloned().collect();
+        names.sort();
         for id in names {
             let Some(m) = self.machines.get_mut(&id) else {
                 continue;
@@ -304,13 +351,14 @@ impl Engine {
                 }
                 let kept = old
                     .iter()
-                    .position(|s| s.rule.name == rule.name && *s.rule == **rule)
+                    .position(|s| s.rule.name == rule.name && unchanged.contains(&rule.name))
                     .map(|i| old.swap_remove(i).alert);
                 m.slots.push(Slot {
                     rule: rule.clone(),
                     alert: kept.flatten(),
                 });
             }
+            m.index();
             old.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
             for mut s in old {
                 let bound = s
@@ -327,17 +375,17 @@ impl Engine {
 
     fn machine(&mut self, id: &MachineId) -> &mut Machine {
         let rules = &self.rules;
-        self.machines.entry(id.clone()).or_insert_with(|| Machine {
-            slots: rules
-                .iter()
-                .filter(|r| r.matches(id.as_str()))
-                .map(|r| Slot {
-                    rule: r.clone(),
-                    alert: None,
-                })
-                .collect(),
-            last_seen: None,
-            status: JobStatus::Idle,
+        self.machines.entry(id.clone()).or_insert_with(|| {
+            Machine::new(
+                rules
+                    .iter()
+                    .filter(|r| r.matches(id.as_str()))
+                    .map(|r| Slot {
+                        rule: r.clone(),
+                        alert: None,
+                    })
+                    .collect(),
+            )
         })
     }
 
@@ -346,40 +394,48 @@ impl Engine {
     pub fn on_record(&mut self, rec: &ProcessedRecord, arrived: Timestamp, out: &mut Vec<Change>) {
         let m = self.machine(&rec.machine_id);
         m.last_seen = Some(m.last_seen.map_or(arrived, |t| t.max(arrived)));
-        for slot in &mut m.slots {
-            match &slot.rule.condition {
-                Condition::Status(_) => {}
-                Condition::Stale => {
-                    let has = slot
-                        .rule
-                        .parameter
-                        .as_ref()
-                        .is_none_or(|p| rec.get(p.as_str()).is_some());
-                    if has {
-                        let bound = stale_bound(&slot.rule);
-                        step(slot, &rec.machine_id, false, arrived, None, bound, out);
-                    }
+        let Machine {
+            slots,
+            groups,
+            stale,
+            ..
+        } = m;
+        for &i in stale.iter() {
+            let slot = &mut slots[i];
+            let has = slot
+                .rule
+                .parameter
+                .as_ref()
+                .is_none_or(|p| rec.get(p.as_str()).is_some());
+            if has && slot.alert.is_some() {
+                let bound = stale_bound(&slot.rule);
+                step(slot, &rec.machine_id, false, arrived, None, bound, out);
+            }
+        }
+        for (name, v, avg) in rec.numeric() {
+            let Some((_, group)) = groups.iter().find(|(p, _)| p == name) else {
+                continue;
+            };
+            for &i in group {
+                let slot = &mut slots[i];
+                let Some((meets, watched, bound)) = judge(&slot.rule, v, avg) else {
+                    continue;
+                };
+                // Nothing to change: still ok, or already firing.
+                let firing = slot.alert.as_ref().map(|a| a.state == State::Firing);
+                if (!meets && firing.is_none()) || (meets && firing == Some(true)) {
+                    continue;
                 }
-                _ => {
-                    if let Some((meets, v, bound)) = judge(&slot.rule, rec) {
-                        // Nothing to change: still ok, or already firing.
-                        let firing = slot.alert.as_ref().map(|a| a.state == State::Firing);
-                        if (!meets && firing.is_none()) || (meets && firing == Some(true)) {
-                            continue;
-                        }
-                        let bound = bound.to_json();
-                        let value = Some(Value::Number(v));
-                        step(
-                            slot,
-                            &rec.machine_id,
-                            meets,
-                            rec.timestamp,
-                            value,
-                            bound,
-                            out,
-                        );
-                    }
-                }
+                let value = Some(Value::Number(watched));
+                step(
+                    slot,
+                    &rec.machine_id,
+                    meets,
+                    rec.timestamp,
+                    value,
+                    bound.to_json(),
+                    out,
+                );
             }
         }
     }
@@ -409,6 +465,10 @@ impl Engine {
     /// The wall clock's tick at `now`: stale rules fire for machines silent for their `for`,
     /// and pending status rules fire once their `for` has passed.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Change>) {
+        if !self.clocked {
+            return;
+        }
+        let first = out.len();
         for (id, m) in &mut self.machines {
             for slot in &mut m.slots {
                 match &slot.rule.condition {
@@ -443,6 +503,11 @@ impl Engine {
                 }
             }
         }
+        // Machines come out of the hash map in its order: sorted, the output is the same
+        // whatever that order.
+        out[first..].sort_by(|a, b| {
+            (&a.alert.machine_id, &a.alert.rule).cmp(&(&b.alert.machine_id, &b.alert.rule))
+        });
     }
 
     /// Notes that a machine exists (known from the store at a restart) as last seen at
@@ -478,8 +543,10 @@ impl Engine {
 
     /// Every pending and firing alert, by machine then rule.
     pub fn alerts(&self) -> Vec<Alert> {
-        self.machines
-            .values()
+        let mut ids: Vec<&MachineId> = self.machines.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| self.machines.get(id))
             .flat_map(|m| m.slots.iter().filter_map(|s| s.alert.clone()))
             .collect()
     }
