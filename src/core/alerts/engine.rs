@@ -139,9 +139,10 @@ struct Slot {
 #[derive(Debug, Clone)]
 struct Machine {
     slots: Vec<Slot>,
-    /// The numeric rules' slots by parameter, so that a record finds the rules of each of its
-    /// parameters with one name comparison per parameter rather than one per rule.
-    groups: Vec<(ParamName, Vec<usize>)>,
+    /// The numeric rules' checks by parameter, so that a record finds the rules of each of its
+    /// parameters with one name comparison per parameter rather than one per rule, and runs
+    /// through them in one small array.
+    groups: Vec<(ParamName, Vec<Check>)>,
     /// The stale rules' slots.
     stale: Vec<usize>,
     last_seen: Option<Timestamp>,
@@ -166,16 +167,67 @@ impl Machine {
         self.groups.clear();
         self.stale.clear();
         for (i, slot) in self.slots.iter().enumerate() {
-            match (&slot.rule.condition, &slot.rule.parameter) {
-                (Condition::Stale, _) => self.stale.push(i),
-                (Condition::Status(_), _) | (_, None) => {}
-                (_, Some(p)) => match self.groups.iter_mut().find(|(g, _)| g == p) {
-                    Some((_, list)) => list.push(i),
-                    None => self.groups.push((p.clone(), vec![i])),
-                },
+            let test = match slot.rule.condition {
+                Condition::Above(b) => Test::Above(b),
+                Condition::Below(b) => Test::Below(b),
+                Condition::Outside(lo, hi) => Test::Outside(lo, hi),
+                Condition::Deviation(t) => Test::Deviation(t),
+                Condition::Stale => {
+                    self.stale.push(i);
+                    continue;
+                }
+                Condition::Status(_) => continue,
+            };
+            let Some(p) = &slot.rule.parameter else {
+                continue;
+            };
+            let check = Check {
+                slot: i,
+                test,
+                average: slot.rule.of == Of::Average,
+                phase: phase_of(&slot.alert),
+            };
+            match self.groups.iter_mut().find(|(g, _)| g == p) {
+                Some((_, list)) => list.push(check),
+                None => self.groups.push((p.clone(), vec![check])),
             }
         }
     }
+}
+
+/// A numeric rule's test, copied out of its rule so that judging a record reads one small
+/// array instead of following each slot to its rule.
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    Above(f64),
+    Below(f64),
+    Outside(f64, f64),
+    Deviation(f64),
+}
+
+/// Where a slot's alert stands, mirrored next to its test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ok,
+    Pending,
+    Firing,
+}
+
+fn phase_of(alert: &Option<Alert>) -> Phase {
+    match alert.as_ref().map(|a| a.state) {
+        Some(State::Firing) => Phase::Firing,
+        Some(State::Pending) => Phase::Pending,
+        _ => Phase::Ok,
+    }
+}
+
+/// One numeric rule of a machine, ready to judge.
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    slot: usize,
+    test: Test,
+    average: bool,
+    phase: Phase,
 }
 
 /// The alert engine: every rule against every machine it matches.
@@ -189,25 +241,18 @@ pub struct Engine {
     clocked: bool,
 }
 
-/// Whether a numeric rule's condition holds for a value and its moving average, the number it
-/// watched, and what it held it against (made JSON only when the state changes: most readings
-/// change nothing, and a range's JSON is an allocation).
-fn judge(rule: &Rule, value: f64, avg: f64) -> Option<(bool, f64, Bound)> {
-    let watched = match rule.of {
-        Of::Value => value,
-        Of::Average => avg,
-    };
-    Some(match &rule.condition {
-        Condition::Above(b) => (watched > *b, watched, Bound::One(*b)),
-        Condition::Below(b) => (watched < *b, watched, Bound::One(*b)),
-        Condition::Outside(lo, hi) => (
-            watched < *lo || watched > *hi,
-            watched,
-            Bound::Range(*lo, *hi),
-        ),
-        Condition::Deviation(t) => ((value - avg).abs() > t * avg.abs(), value, Bound::One(avg)),
-        Condition::Stale | Condition::Status(_) => return None,
-    })
+/// Whether a numeric test holds for a value and its moving average, the number it watched,
+/// and what it held it against (made JSON only when the state changes: most readings change
+/// nothing, and a range's JSON is an allocation).
+#[inline]
+fn judge(test: Test, average: bool, value: f64, avg: f64) -> (bool, f64, Bound) {
+    let watched = if average { avg } else { value };
+    match test {
+        Test::Above(b) => (watched > b, watched, Bound::One(b)),
+        Test::Below(b) => (watched < b, watched, Bound::One(b)),
+        Test::Outside(lo, hi) => (watched < lo || watched > hi, watched, Bound::Range(lo, hi)),
+        Test::Deviation(t) => ((value - avg).abs() > t * avg.abs(), value, Bound::One(avg)),
+    }
 }
 
 /// What a numeric rule held a value against, before it becomes JSON.
@@ -413,29 +458,26 @@ impl Engine {
             }
         }
         for (name, v, avg) in rec.numeric() {
-            let Some((_, group)) = groups.iter().find(|(p, _)| p == name) else {
+            let Some((_, group)) = groups.iter_mut().find(|(p, _)| p == name) else {
                 continue;
             };
-            for &i in group {
-                let slot = &mut slots[i];
-                let Some((meets, watched, bound)) = judge(&slot.rule, v, avg) else {
-                    continue;
-                };
+            for check in group.iter_mut() {
+                let (meets, watched, bound) = judge(check.test, check.average, v, avg);
                 // Nothing to change: still ok, or already firing.
-                let firing = slot.alert.as_ref().map(|a| a.state == State::Firing);
-                if (!meets && firing.is_none()) || (meets && firing == Some(true)) {
+                if (!meets && check.phase == Phase::Ok) || (meets && check.phase == Phase::Firing) {
                     continue;
                 }
-                let value = Some(Value::Number(watched));
+                let slot = &mut slots[check.slot];
                 step(
                     slot,
                     &rec.machine_id,
                     meets,
                     rec.timestamp,
-                    value,
+                    Some(Value::Number(watched)),
                     bound.to_json(),
                     out,
                 );
+                check.phase = phase_of(&slot.alert);
             }
         }
     }
@@ -535,6 +577,7 @@ impl Engine {
         match m.slots.iter_mut().find(|s| s.rule.name == alert.rule) {
             Some(slot) => {
                 slot.alert = Some(alert);
+                m.index();
                 true
             }
             None => false,
