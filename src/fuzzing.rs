@@ -346,7 +346,7 @@ pub fn timestamp(data: &[u8]) {
             );
         } else {
             assert!(
-                !secs.is_finite() || secs.abs() * 1e9 >= 9.2e18,
+                !secs.is_finite() || secs.abs() > crate::timestamp::MAX_UNIX_SECONDS as f64,
                 "{secs} s refused"
             );
         }
