@@ -4,7 +4,6 @@
 //! The pure core ([`timestamp`], [`reading`], [`window`], [`pipeline`]) does no I/O; everything
 //! that talks to the outside world is an adapter around it.
 
-pub mod analytics;
 pub mod analyze;
 pub mod api;
 pub mod chain;

@@ -7,8 +7,9 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::data::{machine_param, time_param};
+use super::series_body::{self, SeriesError};
 use super::{ApiError, AppState, json_body, parse_query};
-use crate::analytics::{self, Analysis, Baseline, Options, SeriesError};
+use crate::core::analytics::{self, Analysis, Baseline, Options};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct AnalyticsParams {
@@ -212,7 +213,7 @@ pub(crate) async fn post(
 ) -> Result<Json<Analysis>, ApiError> {
     let p: AnalyticsParams = parse_query(raw.as_deref())?;
     let body = json_body(&state, &headers, body)?;
-    let series = analytics::parse_series(&body).map_err(|e| match e {
+    let series = series_body::parse_series(&body).map_err(|e| match e {
         SeriesError::NotASeries => ApiError::BadRequest(e.to_string()),
         other => ApiError::BadRequest(other.to_string()),
     })?;

@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod meta;
 mod openapi;
+pub mod series_body;
 pub mod server;
 pub(crate) mod states;
 mod status;
