@@ -4,6 +4,8 @@
 //! The pure core ([`timestamp`], [`reading`], [`window`], [`pipeline`]) does no I/O; everything
 //! that talks to the outside world is an adapter around it.
 
+pub mod alerting;
+pub mod alerts_check;
 pub mod analyze;
 pub mod api;
 pub mod chain;
@@ -17,6 +19,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod lineproto;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod reading;
 pub mod serve;

@@ -102,6 +102,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
+    let alerting = start_alerts(&args, &service).await?;
     if let Some(param) = args.status_from.clone() {
         tracing::info!(parameter = %param, "job statuses follow the readings' state parameter");
         service.follow_status_from(param);
@@ -165,9 +166,39 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Io(e.to_string()))?;
     tracing::info!("shutting down: stopping sources, flushing the store");
     sources.shutdown().await;
+    alerting.flush().await;
     service.store().close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the alert engine (always: rules may come through the API later), its clock and
+/// the notifiers of `--notify`.
+async fn start_alerts(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+) -> Result<Arc<crate::alerting::Alerting>, ServeError> {
+    let rules = args.rules.clone().map(|r| r.0).unwrap_or_default();
+    let targets: Vec<String> = args.notify.iter().map(|t| t.outbox_name()).collect();
+    let alerting = crate::alerting::Alerting::start(
+        rules,
+        service.store().clone(),
+        targets,
+        service.event_sender(),
+    )
+    .await?;
+    service.enable_alerts(alerting.clone());
+    tokio::spawn(alerting.clone().run_ticks());
+    crate::notify::spawn(
+        service.store().clone(),
+        &args.notify,
+        alerting.outbox_changes(),
+    )
+    .map_err(|e| ServeError::Usage(format!("--notify: {e}")))?;
+    for t in &args.notify {
+        tracing::info!(target = %t.label(), "notifications go to this target");
+    }
+    Ok(alerting)
 }
 
 /// Feeds one source into the service: valid readings are stored, invalid ones logged.

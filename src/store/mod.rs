@@ -16,6 +16,7 @@ use crate::reading::MachineId;
 use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
+pub mod alerts;
 pub mod codec;
 mod logfile;
 pub use logfile::OnDamage;
@@ -302,6 +303,43 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes records older than `cutoff`, in small steps; returns how many units (records
     /// or chunks) went.
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
+
+    /// Stores alert bookkeeping (API rules, alert states, history, outbox) in one
+    /// transaction, in the order of calls; the `Ack` says when it is durable. A store that
+    /// keeps no alerts refuses it.
+    fn write_alerts(&self, write: alerts::AlertWrite) -> Ack {
+        drop(write);
+        Box::pin(futures::future::ready(Err(StoreError::Failed(
+            "this store keeps no alerts".into(),
+        ))))
+    }
+
+    /// The rules stored through the API: (name, JSON), by name.
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The JSON of every pending or firing alert, as last written.
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Past firings, oldest first (the newest `limit`).
+    async fn alert_history(
+        &self,
+        _q: alerts::HistoryQuery,
+    ) -> Result<Vec<alerts::HistoryRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The oldest `limit` notifications waiting for `target`, oldest first.
+    async fn outbox(
+        &self,
+        _target: &str,
+        _limit: usize,
+    ) -> Result<Vec<alerts::Notification>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Makes everything handed over durable and stops background work.
     async fn close(&self) -> Result<(), StoreError> {

@@ -47,7 +47,7 @@ type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -132,6 +132,10 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR IGNORE INTO status_keys
         SELECT DISTINCT machine_id, status, reason IS NOT NULL, COALESCE(reason, '')
         FROM status_history;",
+    // 6 -> 7: alerts (SPEC §7): rules set through the API and each pending or firing alert;
+    // 7 -> 8: the history of firings and the outbox of undelivered notifications.
+    super::alerts::TABLES,
+    super::alerts::sqlite::MIGRATION,
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -1219,6 +1223,7 @@ impl Writer {
             for cmd in group {
                 match cmd {
                     Command::Status(c, _) => insert_status(&tx, c)?,
+                    Command::Alerts(w, _) => super::alerts::sqlite::apply(&tx, w)?,
                     Command::Retain(cutoff, _) => {
                         deleted += tx
                             .execute(
@@ -1406,6 +1411,36 @@ impl Store for SqliteStore {
 
     fn append_status(&self, change: StatusChange) -> Ack {
         writer::append_status(|c| self.send(c), change)
+    }
+
+    fn write_alerts(&self, write: super::alerts::AlertWrite) -> Ack {
+        writer::write_alerts(|c| self.send(c), write)
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(super::alerts::sqlite::rules).await
+    }
+
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        self.read(super::alerts::sqlite::states).await
+    }
+
+    async fn alert_history(
+        &self,
+        q: super::alerts::HistoryQuery,
+    ) -> Result<Vec<super::alerts::HistoryRow>, StoreError> {
+        self.read(move |c| super::alerts::sqlite::history(c, &q))
+            .await
+    }
+
+    async fn outbox(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::Notification>, StoreError> {
+        let target = target.to_owned();
+        self.read(move |c| super::alerts::sqlite::outbox(c, &target, limit))
+            .await
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
