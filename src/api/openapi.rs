@@ -58,6 +58,7 @@ fn parameter_schema(route: &str, name: &str) -> Option<Value> {
         }
         (_, "by") => json!({"type": "string", "enum": ["hour", "day", "shift"]}),
         (_, "timeline") => json!({"type": "boolean"}),
+        ("/data", "format") => json!({"type": "string", "enum": ["json", "csv"]}),
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@ mod damaged;
 mod dashboard;
 mod dashboard_firsthour;
 mod dedup;
+mod export;
 mod firsthour;
 mod fuzz_corpus;
 mod limits;
