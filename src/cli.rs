@@ -58,6 +58,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make access tokens for `serve --auth FILE`.
     Token(crate::token::TokenArgs),
+    /// Write every stored record in a range to CSV, NDJSON or Parquet, oldest first.
+    ///
+    /// Reads any store a page at a time, in constant memory; a progress bar shows on a
+    /// terminal.
+    Export(crate::export::ExportArgs),
 }
 
 /// How readings come in and become records: shared by every command that ingests.
