@@ -20,6 +20,7 @@ pub mod codec;
 mod logfile;
 pub mod memory;
 mod pending;
+mod pg_public;
 pub mod postgres;
 mod prints;
 pub mod sqlite;

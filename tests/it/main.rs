@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod limits;
 mod mqtt;
 mod pg;
+mod pg_sql;
 mod readme;
 mod resources;
 mod serve_bin;
