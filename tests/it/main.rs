@@ -14,6 +14,7 @@ mod dedup;
 mod export;
 mod firsthour;
 mod fuzz_corpus;
+mod grafana;
 mod limits;
 mod mqtt;
 mod pg;
