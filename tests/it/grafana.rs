@@ -219,3 +219,37 @@ async fn every_dashboard_query_answers_what_the_api_does() {
     }
     store.close().await.unwrap();
 }
+
+/// For Grafana over Prometheus: `/metrics` has each machine's latest raw values and its job
+/// status as gauges, following the latest reading and each change.
+#[tokio::test]
+async fn metrics_show_latest_values_and_job_status_as_gauges() {
+    let app = TestApp::start().await;
+    let body = r#"{"machine_id": "press-01", "timestamp": 1795000000, "temperature": 70, "speed": 3}
+{"machine_id": "press-01", "timestamp": 1795000001, "temperature": 71.5}
+{"machine_id": "lathe.2", "timestamp": 1795000000, "load": -2.25}"#;
+    let a = app.post_as("/ingest", body, "application/x-ndjson").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    app.set_status("press-01", "RUNNING", 200).await;
+    let text = app.get("/metrics").await.body.as_str().unwrap().to_owned();
+    for line in [
+        r#"millwatch_value{machine_id="press-01",parameter="temperature"} 71.5"#,
+        r#"millwatch_value{machine_id="lathe.2",parameter="load"} -2.25"#,
+        r#"millwatch_job_status{machine_id="press-01",status="RUNNING"} 1"#,
+        r#"millwatch_job_status{machine_id="press-01",status="IDLE"} 0"#,
+        r#"millwatch_job_status{machine_id="lathe.2",status="IDLE"} 1"#,
+        r#"millwatch_job_status{machine_id="lathe.2",status="RUNNING"} 0"#,
+        "# TYPE millwatch_value gauge",
+        "# TYPE millwatch_job_status gauge",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    // The latest reading lacks speed: its gauge shows the latest reading's parameters only.
+    assert!(
+        !text.contains(r#"millwatch_value{machine_id="press-01",parameter="speed"}"#),
+        "{text}"
+    );
+}
