@@ -58,6 +58,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Make access tokens for `serve --auth FILE`.
     Token(crate::token::TokenArgs),
+    /// Write every stored record in a range to CSV, NDJSON or Parquet, oldest first.
+    ///
+    /// Reads any store a page at a time, in constant memory; a progress bar shows on a
+    /// terminal.
+    Export(crate::export::ExportArgs),
+
     /// Alert rules offline.
     #[command(subcommand)]
     Alerts(AlertsCommand),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod core;
 pub mod csv_input;
 pub mod dedup;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

@@ -66,6 +66,7 @@ fn parameter_schema(route: &str, name: &str) -> Option<Value> {
         (_, "by") => json!({"type": "string", "enum": ["hour", "day", "shift"]}),
         (_, "timeline") => json!({"type": "boolean"}),
         (_, "rule" | "name") => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+        ("/data", "format") => json!({"type": "string", "enum": ["json", "csv"]}),
         _ => return None,
     })
 }

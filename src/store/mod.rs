@@ -22,6 +22,7 @@ mod logfile;
 pub use logfile::OnDamage;
 pub mod memory;
 mod pending;
+mod pg_public;
 pub mod postgres;
 mod prints;
 pub mod sqlite;
