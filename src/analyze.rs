@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 
-use crate::analytics::{self, Analysis, SeriesError};
+use crate::api::series_body::{self, SeriesError};
 use crate::cli::AnalyzeArgs;
+use crate::core::analytics::{self, Analysis};
 use crate::lineproto::{self, LineStream};
 use crate::reading::{MachineId, Parsed, ReadingStream, Value};
 use crate::timestamp::Timestamp;
@@ -69,7 +70,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
         BufReader::new(file).read_to_end(&mut bytes).map_err(|e| {
             AnalyzeError::Input(format!("cannot read {}: {e}", args.file.display()))
         })?;
-        match analytics::parse_series(&bytes) {
+        match series_body::parse_series(&bytes) {
             Ok(series) => {
                 let mut opts = opts;
                 if let Some(t) = series.threshold {

@@ -58,6 +58,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Make access tokens for `serve --auth FILE`.
     Token(crate::token::TokenArgs),
+    /// Write every stored record in a range to CSV, NDJSON or Parquet, oldest first.
+    ///
+    /// Reads any store a page at a time, in constant memory; a progress bar shows on a
+    /// terminal.
+    Export(crate::export::ExportArgs),
+
     /// Alert rules offline.
     #[command(subcommand)]
     Alerts(AlertsCommand),
@@ -167,6 +173,24 @@ pub struct StorageArgs {
     /// survive kill -9 of the process but not a power cut; faster.
     #[arg(long, value_enum, env = "MILLWATCH_DURABILITY", default_value_t = Durability::Full)]
     pub durability: Durability,
+
+    /// Start even if the SQLite store's log is damaged in the middle (a commit frame that
+    /// fails its checksum with valid ones after it, from a failing disk or a copy cut short):
+    /// keep every valid frame and log what was dropped. Without it, such a start is refused
+    /// with the file, the offset and how many commits follow, so that someone can look first.
+    #[arg(long, env = "MILLWATCH_RECOVER_DAMAGED")]
+    pub recover_damaged: bool,
+}
+
+impl StorageArgs {
+    /// What the store does with a damaged log at start.
+    pub fn on_damage(&self) -> crate::store::OnDamage {
+        if self.recover_damaged {
+            crate::store::OnDamage::KeepIntact
+        } else {
+            crate::store::OnDamage::Refuse
+        }
+    }
 }
 
 /// Arguments of `analyze`.

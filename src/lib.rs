@@ -6,7 +6,6 @@
 
 pub mod alerting;
 pub mod alerts_check;
-pub mod analytics;
 pub mod analyze;
 pub mod api;
 pub mod chain;
@@ -14,6 +13,7 @@ pub mod cli;
 pub mod core;
 pub mod csv_input;
 pub mod dedup;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

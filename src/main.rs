@@ -101,6 +101,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Export(args) => match runtime.block_on(millwatch::export::run(&args)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Analyze(args) if args.states => match millwatch::analyze::states(&args) {
             Ok((answer, rejected)) => {
                 println!("{answer}");

@@ -96,7 +96,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ServeError::Io(listen_failed(args.listen, &e)))?;
-    let store = args.store.open(args.storage.durability).await?;
+    let store = args
+        .store
+        .open_on_damage(args.storage.durability, args.storage.on_damage())
+        .await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
     let alerting = start_alerts(&args, &service).await?;

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, json_body, parse_query};
@@ -25,6 +26,7 @@ pub(crate) struct DataParams {
     since: Option<String>,
     until: Option<String>,
     limit: Option<String>,
+    format: Option<String>,
 }
 
 /// A machine id from a query or path; 400 naming the field when invalid.
@@ -52,30 +54,123 @@ pub(crate) fn limit_param(v: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-/// Processed records, oldest first: the newest `limit` matching the filters.
+/// Processed records, oldest first: the newest `limit` matching the filters; as JSON, or as
+/// CSV (SPEC §10) with `format=csv` or an `Accept` that prefers `text/csv`.
 #[utoipa::path(get, path = "/data", tag = "data",
     params(
         ("machine_id" = Option<String>, Query, description = "Only this machine"),
         ("since" = Option<String>, Query, description = "From this time on, inclusive (RFC 3339)"),
         ("until" = Option<String>, Query, description = "Up to this time, inclusive (RFC 3339)"),
         ("limit" = Option<usize>, Query, description = "At most this many, the newest (default 100, at most 10000)"),
+        ("format" = Option<String>, Query, description = "json (default) or csv; without it, an Accept header preferring text/csv answers CSV"),
     ),
     responses(
-        (status = 200, description = "Records, oldest first", body = [super::meta::RecordDoc]),
+        (status = 200, description = "Records, oldest first. CSV: header machine_id, timestamp, every parameter of the rows in name order, then the _avg column of each numeric one; RFC 4180 quoting, UTC times",
+            content((Vec<super::meta::RecordDoc> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A bad parameter", body = super::ErrorBody),
     ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Vec<Arc<ProcessedRecord>>>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let p: DataParams = parse_query(raw.as_deref())?;
+    let csv = match p.format.as_deref() {
+        None => accepts_csv(&headers),
+        Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format: {other:?} is not a format: use json or csv"
+            )));
+        }
+    };
     let q = DataQuery {
         machine_id: machine_param("machine_id", p.machine_id.as_deref())?,
         since: time_param("since", p.since.as_deref())?,
         until: time_param("until", p.until.as_deref())?,
         limit: limit_param(p.limit.as_deref())?,
     };
-    Ok(Json(state.service.store().query(q).await?))
+    let records = state.service.store().query(q).await?;
+    if csv {
+        csv_answer(records)
+    } else {
+        Ok(Json(records).into_response())
+    }
+}
+
+/// Whether an `Accept` header prefers `text/csv` to JSON: its quality is above zero and above
+/// that of `application/json` (on a tie, the one listed first). Anything else answers JSON.
+fn accepts_csv(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    // (quality, position) of each of the two media types, when listed.
+    let (mut csv, mut json) = (None, None);
+    for (pos, item) in accept.split(',').enumerate() {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/csv" => csv = Some((q, pos)),
+            "application/json" => json = Some((q, pos)),
+            _ => {}
+        }
+    }
+    match (csv, json) {
+        (Some((q, _)), None) => q > 0.0,
+        (Some((qc, pc)), Some((qj, pj))) => qc > 0.0 && (qc > qj || (qc == qj && pc < pj)),
+        (None, _) => false,
+    }
+}
+
+/// Bytes of CSV handed to the connection at a time.
+const CSV_PIECE: usize = 64 * 1024;
+
+/// Records as a CSV body, encoded a piece at a time as the connection takes it, so that the
+/// whole text is never held at once.
+fn csv_answer(records: Vec<Arc<ProcessedRecord>>) -> Result<Response, ApiError> {
+    use crate::export::csv::{Columns, CsvEncoder};
+    let columns = Columns::of(records.iter().map(|r| r.as_ref()));
+    let encoder = CsvEncoder::new(&columns).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pieces = futures::stream::unfold(
+        (encoder, records.into_iter(), false),
+        |(mut encoder, mut rows, done)| async move {
+            if done {
+                return None;
+            }
+            let mut last = false;
+            while encoder.pending() < CSV_PIECE {
+                match rows.next() {
+                    Some(r) => {
+                        if let Err(e) = encoder.write(&r) {
+                            return Some((Err(std::io::Error::other(e)), (encoder, rows, true)));
+                        }
+                    }
+                    None => {
+                        last = true;
+                        break;
+                    }
+                }
+            }
+            let piece = encoder.take().map_err(std::io::Error::other);
+            Some((piece.map(Bytes::from), (encoder, rows, last)))
+        },
+    );
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/csv; charset=utf-8; header=present",
+        )],
+        axum::body::Body::from_stream(pieces),
+    )
+        .into_response())
 }
 
 /// The latest processed record of each machine, sorted by machine id.

@@ -34,5 +34,10 @@ pub(crate) async fn stream(
             Ok(sse.unwrap_or_else(|_| SseEvent::default().comment("unserializable event")))
         })
         .take_until(async move { shutdown.cancelled().await });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // hyper sends the response head with the first body frame: an opening comment makes a
+    // client (and a browser's EventSource `open`) see the stream at once, not at the first event.
+    let opened = futures::stream::once(futures::future::ready(Ok(
+        SseEvent::default().comment("connected")
+    )));
+    Sse::new(opened.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -105,6 +105,39 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             }
         }
     }
+    if !latest.is_empty() {
+        text.push_str(
+            "# HELP millwatch_value The latest raw value of each machine and numeric parameter.\n",
+        );
+        text.push_str("# TYPE millwatch_value gauge\n");
+        for r in &latest {
+            for (name, value, _) in r.numeric() {
+                let _ = writeln!(
+                    text,
+                    "millwatch_value{{machine_id=\"{}\",parameter=\"{}\"}} {value}",
+                    r.machine_id, name
+                );
+            }
+        }
+    }
+    // One series per (machine, status), 1 for the current one: Prometheus's way to show a
+    // state, which Grafana maps to a status per machine.
+    let machines = state.service.machines();
+    if !machines.is_empty() {
+        text.push_str("# HELP millwatch_job_status 1 for each machine's current job status, 0 for the others.\n");
+        text.push_str("# TYPE millwatch_job_status gauge\n");
+        for m in &machines {
+            let (current, _) = state.service.status_of(m);
+            for s in crate::status::JobStatus::ALL {
+                let _ = writeln!(
+                    text,
+                    "millwatch_job_status{{machine_id=\"{m}\",status=\"{}\"}} {}",
+                    s.as_str(),
+                    u8::from(s == current)
+                );
+            }
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -26,6 +26,7 @@ mod error;
 mod events;
 mod meta;
 mod openapi;
+pub mod series_body;
 pub mod server;
 pub(crate) mod states;
 mod status;
@@ -184,7 +185,10 @@ async fn wrong_method(req: Request) -> ApiError {
 /// parameters InfluxDB clients send that millwatch has no use for (`rp`, `consistency`, `org`);
 /// `u` and `p` are credentials, taken off by [`auth::guard`] before this check.
 const ROUTES: &[(&str, &[&str])] = &[
-    ("/data", &["machine_id", "since", "until", "limit"]),
+    (
+        "/data",
+        &["machine_id", "since", "until", "limit", "format"],
+    ),
     ("/data/latest", &[]),
     ("/ingest", &[]),
     ("/write", &["db", "rp", "precision", "consistency"]),

@@ -19,8 +19,10 @@ use crate::timestamp::Timestamp;
 pub mod alerts;
 pub mod codec;
 mod logfile;
+pub use logfile::OnDamage;
 pub mod memory;
 mod pending;
+mod pg_public;
 pub mod postgres;
 mod prints;
 pub mod sqlite;
@@ -396,11 +398,23 @@ impl StoreSpec {
         }
     }
 
-    /// Opens the store.
+    /// Opens the store; a SQLite log damaged in the middle refuses the start.
     pub async fn open(&self, durability: sqlite::Durability) -> Result<Arc<dyn Store>, StoreError> {
+        self.open_on_damage(durability, OnDamage::Refuse).await
+    }
+
+    /// Opens the store, doing with a SQLite log damaged in the middle what `on_damage` says
+    /// (the other stores have no log of their own).
+    pub async fn open_on_damage(
+        &self,
+        durability: sqlite::Durability,
+        on_damage: OnDamage,
+    ) -> Result<Arc<dyn Store>, StoreError> {
         match self {
             StoreSpec::Memory => Ok(Arc::new(memory::MemoryStore::new())),
-            StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, durability)?)),
+            StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open_on_damage(
+                path, durability, on_damage,
+            )?)),
             StoreSpec::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         }
     }

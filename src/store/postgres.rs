@@ -15,14 +15,14 @@ use tokio_postgres::NoTls;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
 use super::writer::{self, Command};
-use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries};
+use super::{Ack, DataQuery, Recovery, Store, StoreError, ValueSeries, pg_public};
 use crate::pipeline::ProcessedRecord;
 use crate::reading::MachineId;
 use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// The schema version this build writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -54,7 +54,12 @@ const MIGRATIONS: &[&str] = &[
     // 2 -> 3: alerts (SPEC §7): API rules and alert states; 3 -> 4: history and outbox.
     super::alerts::TABLES,
     super::alerts::postgres::MIGRATION,
+    // 4 -> 5: the public relations of SPEC §10 (readings, samples, status_history).
+    super::pg_public::MIGRATION,
 ];
+
+/// The migration that makes the public relations of SPEC §10, which then fills them.
+const PUBLIC_RELATIONS_FROM: usize = 4;
 
 /// How long a request waits for a connection before it is told the store is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,6 +122,18 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("millwatch");
         }
+        // Everything lives in the schema `millwatch` (SPEC §10) unless the URL sets a
+        // search_path of its own (several installations, or tests, in one database).
+        let own_schema = !config
+            .get_options()
+            .is_some_and(|o| o.contains("search_path"));
+        if own_schema {
+            let options = match config.get_options() {
+                Some(o) => format!("{o} -csearch_path={}", pg_public::SCHEMA),
+                None => format!("-csearch_path={}", pg_public::SCHEMA),
+            };
+            config.options(&options);
+        }
         config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
@@ -134,6 +151,9 @@ impl PostgresStore {
             .build()
             .map_err(failed)?;
         let mut client = pool.get().await.map_err(unavailable)?;
+        if own_schema {
+            move_into_schema(&mut client).await?;
+        }
         migrate(&mut client).await?;
         let next_seq: i64 = client
             .query_one("SELECT COALESCE(MAX(seq_max), 0) + 1 FROM chunks", &[])
@@ -146,6 +166,7 @@ impl PostgresStore {
             Writer {
                 pool: pool.clone(),
                 next_seq: next_seq as u64,
+                partitions: pg_public::Partitions::default(),
             }
             .run(rx),
         );
@@ -183,8 +204,11 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
             "the database has schema version {version}, written by a newer millwatch; this one knows up to {SCHEMA_VERSION}"
         )));
     }
-    for sql in MIGRATIONS.iter().skip(version as usize) {
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.batch_execute(sql).await.map_err(db_error)?;
+        if from == PUBLIC_RELATIONS_FROM {
+            backfill_public(&tx).await?;
+        }
     }
     if version < SCHEMA_VERSION {
         tx.execute("DELETE FROM millwatch_schema", &[])
@@ -201,9 +225,90 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
     tx.commit().await.map_err(db_error)
 }
 
+/// Moves the tables of a 0.1 database (made in the search_path's schema, `public` by default)
+/// into the schema `millwatch`, once, before migrating: with it the relations of SPEC §10
+/// are where the contract says.
+async fn move_into_schema(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    // One millwatch at a time, even before any table exists to lock.
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock(7301842551);
+         CREATE SCHEMA IF NOT EXISTS {}",
+        pg_public::SCHEMA
+    ))
+    .await
+    .map_err(db_error)?;
+    let old: bool = tx
+        .query_one(
+            "SELECT to_regclass('public.millwatch_schema') IS NOT NULL
+                AND to_regclass($1 || '.millwatch_schema') IS NULL",
+            &[&pg_public::SCHEMA],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    if old {
+        for table in ["chunks", "status_history", "millwatch_schema"] {
+            tx.batch_execute(&format!(
+                "ALTER TABLE IF EXISTS public.{table} SET SCHEMA {}",
+                pg_public::SCHEMA
+            ))
+            .await
+            .map_err(db_error)?;
+        }
+        tracing::info!(
+            schema = pg_public::SCHEMA,
+            "PostgreSQL tables of 0.1 moved into their schema"
+        );
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+/// Fills the public relations from the chunks of a database made before them, a page of
+/// chunks at a time, inside the migration's transaction.
+async fn backfill_public(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let mut partitions = pg_public::Partitions::default();
+    let mut after = 0i64;
+    let mut moved = 0usize;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT id, machine_id, data FROM chunks WHERE id > $1 ORDER BY id LIMIT 64",
+                &[&after],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.get(0);
+        let mut records = Vec::new();
+        for row in &rows {
+            for s in codec::decode(&machine_id(row.get(1))?, row.get(2)).map_err(failed)? {
+                records.push((s.seq, Arc::new(s.record)));
+            }
+        }
+        partitions
+            .ensure(tx, records.iter().map(|(_, r)| r.timestamp))
+            .await
+            .map_err(db_error)?;
+        let numbered: Vec<_> = records.iter().map(|(seq, r)| (*seq, r)).collect();
+        pg_public::insert(tx, &numbered).await.map_err(db_error)?;
+        moved += records.len();
+    }
+    if moved > 0 {
+        tracing::info!(
+            records = moved,
+            "PostgreSQL: readings and samples filled from the chunks"
+        );
+    }
+    Ok(())
+}
+
 struct Writer {
     pool: Pool,
     next_seq: u64,
+    partitions: pg_public::Partitions,
 }
 
 impl Writer {
@@ -223,8 +328,16 @@ impl Writer {
 
     async fn write(&mut self, group: &[Command]) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(db_error)?;
         let per_machine = writer::per_machine(group, &mut self.next_seq);
+        let times: Vec<Timestamp> = per_machine
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|(_, r)| r.timestamp))
+            .collect();
+        self.partitions
+            .ensure(&**client, times.into_iter())
+            .await
+            .map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
         if !per_machine.is_empty() {
             // One multi-row INSERT per commit: chunks are few (one per machine), so this is
             // as fast as COPY here and simpler.
@@ -254,13 +367,18 @@ impl Writer {
             )
             .await
             .map_err(db_error)?;
+            let numbered: Vec<_> = per_machine
+                .iter()
+                .flat_map(|(_, rows)| rows.iter().copied())
+                .collect();
+            pg_public::insert(&tx, &numbered).await.map_err(db_error)?;
         }
         let mut deleted = 0;
         for cmd in group {
             match cmd {
                 Command::Status(c, _) => {
                     tx.execute(
-                        "INSERT INTO status_history (machine_id, status, previous, since, reason) VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO status_log (machine_id, status, previous, since, reason) VALUES ($1, $2, $3, $4, $5)",
                         &[&c.machine_id.as_str(), &c.status.as_str(), &c.previous.as_str(), &c.since.as_nanos(), &c.reason.as_deref()],
                     )
                     .await
@@ -434,7 +552,7 @@ impl Store for PostgresStore {
         let machine = machine.map(|m| m.as_str());
         let rows = client
             .query(
-                "SELECT machine_id, status, previous, since, reason FROM status_history
+                "SELECT machine_id, status, previous, since, reason FROM status_log
                  WHERE ($1::text IS NULL OR machine_id = $1) ORDER BY id DESC LIMIT $2",
                 &[&machine, &(limit as i64)],
             )
@@ -454,7 +572,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let before = client
             .query_opt(
-                "SELECT machine_id, status, previous, since, reason FROM status_history
+                "SELECT machine_id, status, previous, since, reason FROM status_log
                  WHERE machine_id = $1 AND since < $2 ORDER BY since DESC, id DESC LIMIT 1",
                 &[&machine.as_str(), &since.as_nanos()],
             )
@@ -462,7 +580,7 @@ impl Store for PostgresStore {
             .map_err(db_error)?;
         let rows = client
             .query(
-                "SELECT machine_id, status, previous, since, reason FROM status_history
+                "SELECT machine_id, status, previous, since, reason FROM status_log
                  WHERE machine_id = $1 AND since >= $2 AND since <= $3 ORDER BY since, id",
                 &[&machine.as_str(), &since.as_nanos(), &until.as_nanos()],
             )
@@ -510,8 +628,8 @@ impl Store for PostgresStore {
         }
         let rows = client
             .query(
-                "SELECT machine_id, status, previous, since, reason FROM status_history
-                 WHERE id IN (SELECT MAX(id) FROM status_history GROUP BY machine_id)",
+                "SELECT machine_id, status, previous, since, reason FROM status_log
+                 WHERE id IN (SELECT MAX(id) FROM status_log GROUP BY machine_id)",
                 &[],
             )
             .await
@@ -537,7 +655,12 @@ impl Store for PostgresStore {
     }
 
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        writer::retain(|c| self.send(c), cutoff).await
+        let chunks = writer::retain(|c| self.send(c), cutoff).await?;
+        let client = self.client().await?;
+        let partitions = pg_public::drop_before(&client, cutoff)
+            .await
+            .map_err(db_error)?;
+        Ok(chunks + partitions)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

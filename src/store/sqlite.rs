@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
-use super::logfile::{LogFile, LogLock};
+use super::logfile::{LogFile, LogLock, OnDamage};
 use super::pending::Pending;
 use super::prints::{self, ChunkPrints};
 use super::writer;
@@ -309,17 +309,39 @@ impl SqliteStore {
         durability: Durability,
         compaction: Compaction,
     ) -> Result<Self, StoreError> {
+        Self::open_full(path, durability, compaction, OnDamage::Refuse)
+    }
+
+    /// Opens the file at `path`, doing with a log damaged in the middle what `on_damage` says.
+    pub fn open_on_damage(
+        path: &Path,
+        durability: Durability,
+        on_damage: OnDamage,
+    ) -> Result<Self, StoreError> {
+        Self::open_full(path, durability, Compaction::default(), on_damage)
+    }
+
+    fn open_full(
+        path: &Path,
+        durability: Durability,
+        compaction: Compaction,
+        on_damage: OnDamage,
+    ) -> Result<Self, StoreError> {
         // Before anything reads the log: another process writing it would have its records
         // compacted twice and its log files reused under it.
         let lock = LogLock::take(path)
             .map_err(|e| failed(format!("cannot use {}: {e}", path.display())))?;
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn, path)?;
-        let logged = LogFile::recover(path).map_err(|e| {
-            failed(format!(
-                "cannot read the log beside {}: {e}",
-                path.display()
-            ))
+        let logged = LogFile::recover(path, on_damage).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                StoreError::Damaged(format!("the log beside {}: {e}", path.display()))
+            } else {
+                failed(format!(
+                    "cannot read the log beside {}: {e}",
+                    path.display()
+                ))
+            }
         })?;
         let recovered = compact_log(&mut conn, &logged)?;
         // Only once the recovered records are durable in chunks are their log files reused:
@@ -1934,7 +1956,7 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
         .query_row("SELECT upto FROM compaction", [], |r| r.get(0))
         .map_err(failed)?;
     let mut in_files = 0;
-    for entry in LogFile::recover(path).map_err(failed)? {
+    for entry in LogFile::recover(path, OnDamage::Refuse).map_err(failed)? {
         in_files += codec::decode_log(&entry)?
             .iter()
             .filter(|r| r.seq as i64 > upto)

@@ -38,14 +38,24 @@ pub async fn fresh_schema(tag: &str) -> Option<String> {
 
 /// Terminates every connection with this application name; returns how many there were.
 pub async fn terminate(application_name: &str) -> usize {
+    terminate_where("application_name", application_name).await
+}
+
+/// Ends every connection to a database, so that it can be dropped.
+pub async fn terminate_database(name: &str) {
+    terminate_where("datname", name).await;
+}
+
+/// Terminates the connections whose `pg_stat_activity` column (a fixed name) equals `value`.
+async fn terminate_where(column: &str, value: &str) -> usize {
     let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(connection);
     client
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&application_name],
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {column} = $1"),
+            &[&value],
         )
         .await
         .expect("terminate")
