@@ -51,7 +51,8 @@ pub(super) const MIGRATION: &str = "
         value DOUBLE PRECISION NOT NULL,
         moving_average DOUBLE PRECISION NOT NULL
     ) PARTITION BY RANGE (ts);
-    CREATE INDEX samples_machine_parameter_ts ON samples (machine_id, parameter, ts);
+    CREATE INDEX samples_machine_parameter_ts ON samples (machine_id, parameter, ts)
+        INCLUDE (value, moving_average);
     COMMENT ON TABLE readings IS 'millwatch: one row per processed record (SPEC 10); fields holds its parameters';
     COMMENT ON TABLE samples IS 'millwatch: one row per numeric parameter of a record, with its moving average (SPEC 10)';
     COMMENT ON VIEW status_history IS 'millwatch: job status changes, oldest first by id (SPEC 10)';";
