@@ -200,6 +200,7 @@
     for (const c of grid.children) if (c.dataset.machine > id) { before = c; break; }
     grid.insertBefore(card, before);
     machines.set(id, m);
+    card.classList.toggle("trouble", troubled(id));
     onScreen.observe(card);
     setText($("machine-count"), `${machines.size} machine${machines.size === 1 ? "" : "s"}`);
     $("empty").hidden = true;
@@ -416,8 +417,47 @@
     handle(kind, data);
   }
 
+  // ---- Firing alerts: a bar above the grid, and a red edge on the card of each machine that
+  // has one. Keyed by rule and machine; pending alerts are not shown.
+  const firing = new Map();
+
+  function troubled(id) {
+    for (const a of firing.values()) if (a.machine_id === id) return true;
+    return false;
+  }
+
+  function takeAlert(a) {
+    const key = `${a.rule}\u0000${a.machine_id}`;
+    if (a.state === "firing") firing.set(key, a);
+    else firing.delete(key);
+  }
+
+  function renderAlerts() {
+    const list = $("alert-list");
+    list.replaceChildren();
+    const shown = [...firing.values()].sort((a, b) =>
+      a.machine_id === b.machine_id ? (a.rule < b.rule ? -1 : 1) : a.machine_id < b.machine_id ? -1 : 1);
+    for (const a of shown) {
+      const li = el("li", `alert alert-${a.severity}`);
+      li.dataset.rule = a.rule;
+      li.dataset.machine = a.machine_id;
+      const what = a.parameter ? ` ${a.parameter} ${a.value ?? ""}` : "";
+      li.append(el("strong", null, a.machine_id), el("span", null, ` ${a.rule}${what}`));
+      li.title = `${a.severity}, since ${a.since}, fired ${a.fired_at}`;
+      li.addEventListener("click", () => openDetail(a.machine_id));
+      list.append(li);
+    }
+    setText($("alert-count"), `${shown.length} firing`);
+    $("alert-bar").hidden = shown.length === 0;
+    for (const m of machines.values()) m.card.classList.toggle("trouble", troubled(m.id));
+  }
+
   function handle(kind, data) {
     if (kind === "reading") return takeRecord(data);
+    if (kind === "alert") {
+      takeAlert(data.alert);
+      return renderAlerts();
+    }
     applyStatus(data);
     refreshStatus(data.machine_id);
   }
@@ -441,17 +481,23 @@
     };
     source.addEventListener("reading", (e) => onEvent("reading", e));
     source.addEventListener("status", (e) => onEvent("status", e));
+    source.addEventListener("alert", (e) => onEvent("alert", e));
   }
 
   async function loadSnapshot() {
     try {
-      const [latest, statuses] = await Promise.all([getJSON("/data/latest"), getJSON("/status")]);
+      const [latest, statuses, alerts] = await Promise.all([
+        getJSON("/data/latest"), getJSON("/status"), getJSON("/alerts").catch(() => []),
+      ]);
       // Recent history for the sparklines, for all machines in one request.
       const limit = Math.min(10000, SPARK_POINTS * Math.max(1, latest.length));
       const history = await getJSON(`/data?limit=${limit}`).catch(() => []);
       for (const r of history) takeRecord(r);
       for (const r of latest) takeRecord(r);
       for (const s of statuses) applyStatus(s);
+      firing.clear();
+      for (const a of alerts) takeAlert(a);
+      renderAlerts();
       $("empty").hidden = machines.size > 0;
     } catch (e) {
       setTimeout(loadSnapshot, 3000);

@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use millwatch::analytics::{Baseline, Options, analyze, summarize};
+use millwatch::core::analytics::{Baseline, Options, analyze, summarize};
 use millwatch::timestamp::Timestamp;
 
 const VALUES: usize = 10_000_000;

@@ -21,4 +21,9 @@ if [ ! -x /usr/bin/chromedriver ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 fi
 
+# The alert tests start Debian's Prometheus Alertmanager on a free port of their own.
+if [ ! -x /usr/bin/prometheus-alertmanager ]; then
+  apt-get update -qq && apt-get install -y -qq prometheus-alertmanager
+fi
+
 cargo test --all-targets "$@"

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 
-use crate::analytics::{self, Analysis, SeriesError};
+use crate::api::series_body::{self, SeriesError};
 use crate::cli::AnalyzeArgs;
+use crate::core::analytics::{self, Analysis};
 use crate::lineproto::{self, LineStream};
 use crate::reading::{MachineId, Parsed, ReadingStream, Value};
 use crate::timestamp::Timestamp;
@@ -69,7 +70,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
         BufReader::new(file).read_to_end(&mut bytes).map_err(|e| {
             AnalyzeError::Input(format!("cannot read {}: {e}", args.file.display()))
         })?;
-        match analytics::parse_series(&bytes) {
+        match series_body::parse_series(&bytes) {
             Ok(series) => {
                 let mut opts = opts;
                 if let Some(t) = series.threshold {
@@ -187,20 +188,28 @@ pub fn run(args: &AnalyzeArgs) -> Result<(Report, u64), AnalyzeError> {
 /// The readings of `args.file`, by its kind: line protocol (`.lp`), CSV (`.csv`), or JSON (an
 /// object, an array or NDJSON).
 fn open_readings(args: &AnalyzeArgs) -> Result<Box<dyn Iterator<Item = Parsed>>, AnalyzeError> {
-    let file = File::open(&args.file)
-        .map_err(|e| AnalyzeError::Usage(format!("cannot open {}: {e}", args.file.display())))?;
+    readings_of(&args.file, &args.machine_tag)
+}
+
+/// The readings of the file at `path`, by its kind: line protocol (`.lp`, machines named by
+/// the tag `machine_tag`), CSV (`.csv`), or JSON (an object, an array or NDJSON).
+pub fn readings_of(
+    path: &std::path::Path,
+    machine_tag: &str,
+) -> Result<Box<dyn Iterator<Item = Parsed>>, AnalyzeError> {
+    let file = File::open(path)
+        .map_err(|e| AnalyzeError::Usage(format!("cannot open {}: {e}", path.display())))?;
     let input = BufReader::with_capacity(1 << 16, file);
-    if args
-        .file
+    if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("lp"))
     {
         let opts = lineproto::Options {
-            machine_tag: args.machine_tag.clone(),
+            machine_tag: machine_tag.to_owned(),
             ..lineproto::Options::default()
         };
         Ok(Box::new(LineStream::new(input, opts)))
-    } else if crate::csv_input::is_csv_path(&args.file) {
+    } else if crate::csv_input::is_csv_path(path) {
         Ok(Box::new(crate::csv_input::readings(input)))
     } else {
         Ok(Box::new(ReadingStream::new(input)))

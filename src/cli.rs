@@ -55,7 +55,7 @@ pub enum Command {
     /// file): every numeric parameter, or those --parameter names.
     Analyze(AnalyzeArgs),
     /// Run the service: sources, HTTP API, dashboard and store in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Make access tokens for `serve --auth FILE`.
     Token(crate::token::TokenArgs),
     /// Write every stored record in a range to CSV, NDJSON or Parquet, oldest first.
@@ -63,6 +63,47 @@ pub enum Command {
     /// Reads any store a page at a time, in constant memory; a progress bar shows on a
     /// terminal.
     Export(crate::export::ExportArgs),
+
+    /// Alert rules offline.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+/// The subcommands of `alerts`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Print, as NDJSON, the firings and resolutions that replaying FILE's readings through
+    /// the rules would make (stale rules measured in reading time); the same file gives the
+    /// same output every time.
+    Check(AlertsCheckArgs),
+}
+
+/// Arguments of `alerts check`.
+#[derive(Debug, Args)]
+pub struct AlertsCheckArgs {
+    /// A file of readings (object, array, NDJSON, CSV in a .csv file, line protocol in .lp).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The rules (TOML, [[rule]] tables as for serve --rules).
+    #[arg(long, value_name = "RULES", value_parser = parse_rules_file)]
+    pub rules: RulesFile,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// A checked rules file.
+#[derive(Debug, Clone)]
+pub struct RulesFile(pub Vec<crate::core::alerts::Rule>);
+
+/// Reads and checks a rules file (`serve --rules`, `alerts check --rules`); the error names
+/// the rule and the field.
+pub fn parse_rules_file(path: &str) -> Result<RulesFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    crate::core::alerts::parse_rules_file(&text)
+        .map(RulesFile)
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 /// How readings come in and become records: shared by every command that ingests.
@@ -132,6 +173,24 @@ pub struct StorageArgs {
     /// survive kill -9 of the process but not a power cut; faster.
     #[arg(long, value_enum, env = "MILLWATCH_DURABILITY", default_value_t = Durability::Full)]
     pub durability: Durability,
+
+    /// Start even if the SQLite store's log is damaged in the middle (a commit frame that
+    /// fails its checksum with valid ones after it, from a failing disk or a copy cut short):
+    /// keep every valid frame and log what was dropped. Without it, such a start is refused
+    /// with the file, the offset and how many commits follow, so that someone can look first.
+    #[arg(long, env = "MILLWATCH_RECOVER_DAMAGED")]
+    pub recover_damaged: bool,
+}
+
+impl StorageArgs {
+    /// What the store does with a damaged log at start.
+    pub fn on_damage(&self) -> crate::store::OnDamage {
+        if self.recover_damaged {
+            crate::store::OnDamage::KeepIntact
+        } else {
+            crate::store::OnDamage::Refuse
+        }
+    }
 }
 
 /// Arguments of `analyze`.
@@ -262,6 +321,17 @@ pub struct ServeArgs {
     /// minute). Without it /oee gives availability only.
     #[arg(long, value_name = "FILE", value_parser = parse_oee_file)]
     pub oee: Option<crate::core::oee::OeeConfig>,
+
+    /// Alert rules (TOML): [[rule]] tables (SPEC §7). They are read-only through the API,
+    /// which adds rules of its own.
+    #[arg(long, value_name = "FILE", value_parser = parse_rules_file)]
+    pub rules: Option<RulesFile>,
+
+    /// Where notifications of firing and resolved alerts go; repeat for several:
+    /// webhook:URL (POST of the alert as JSON), alertmanager:URL (Prometheus Alertmanager
+    /// API v2), mqtt://host:port/topic (QoS 1).
+    #[arg(long = "notify", value_name = "TARGET", value_parser = crate::notify::Target::parse)]
+    pub notify: Vec<crate::notify::Target>,
 
     /// Shift start times, local to --timezone, for /oee?by=shift.
     #[arg(long, default_value = "06:00,14:00,22:00", value_parser = crate::core::oee::Shifts::parse)]

@@ -76,7 +76,12 @@ pub async fn run(args: IngestArgs, out: impl Write) -> Result<Ending, IngestErro
     let mut processor = match &args.store {
         None => Processor::Bare(pipeline),
         Some(spec) => Processor::Stored(
-            Service::start(pipeline, spec.open(args.storage.durability).await?).await?,
+            Service::start(
+                pipeline,
+                spec.open_on_damage(args.storage.durability, args.storage.on_damage())
+                    .await?,
+            )
+            .await?,
         ),
     };
     let (tx, mut rx) = mpsc::channel(16);

@@ -68,9 +68,23 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => {
             return_freed_memory();
-            match runtime.block_on(millwatch::serve::run(args)) {
+            match runtime.block_on(millwatch::serve::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ millwatch::serve::ServeError::Usage(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Alerts(millwatch::cli::AlertsCommand::Check(args)) => {
+            match millwatch::alerts_check::run(&args, std::io::stdout().lock()) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e @ millwatch::alerts_check::CheckError::Open(_)) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
                 }

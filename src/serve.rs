@@ -96,9 +96,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ServeError::Io(listen_failed(args.listen, &e)))?;
-    let store = args.store.open(args.storage.durability).await?;
+    let store = args
+        .store
+        .open_on_damage(args.storage.durability, args.storage.on_damage())
+        .await?;
     let pipeline = Pipeline::new(args.pipeline.window as usize, args.pipeline.machine.clone());
     let service = Service::start(pipeline, store).await?;
+    let alerting = start_alerts(&args, &service).await?;
     if let Some(param) = args.status_from.clone() {
         tracing::info!(parameter = %param, "job statuses follow the readings' state parameter");
         service.follow_status_from(param);
@@ -162,9 +166,39 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Io(e.to_string()))?;
     tracing::info!("shutting down: stopping sources, flushing the store");
     sources.shutdown().await;
+    alerting.flush().await;
     service.store().close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the alert engine (always: rules may come through the API later), its clock and
+/// the notifiers of `--notify`.
+async fn start_alerts(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+) -> Result<Arc<crate::alerting::Alerting>, ServeError> {
+    let rules = args.rules.clone().map(|r| r.0).unwrap_or_default();
+    let targets: Vec<String> = args.notify.iter().map(|t| t.outbox_name()).collect();
+    let alerting = crate::alerting::Alerting::start(
+        rules,
+        service.store().clone(),
+        targets,
+        service.event_sender(),
+    )
+    .await?;
+    service.enable_alerts(alerting.clone());
+    tokio::spawn(alerting.clone().run_ticks());
+    crate::notify::spawn(
+        service.store().clone(),
+        &args.notify,
+        alerting.outbox_changes(),
+    )
+    .map_err(|e| ServeError::Usage(format!("--notify: {e}")))?;
+    for t in &args.notify {
+        tracing::info!(target = %t.label(), "notifications go to this target");
+    }
+    Ok(alerting)
 }
 
 /// Feeds one source into the service: valid readings are stored, invalid ones logged.

@@ -23,6 +23,8 @@ pub enum Event {
     Reading(Arc<ProcessedRecord>),
     /// A status change.
     Status(StatusChange),
+    /// An alert changed (SPEC §7).
+    Alert(Arc<crate::core::alerts::Change>),
 }
 
 /// What became of a batch of readings.
@@ -106,6 +108,8 @@ pub struct Service {
     api_changes: crate::jobs::ApiChanges,
     /// `--status-from`: the state parameter that drives job statuses, if any.
     status_from: std::sync::OnceLock<crate::jobs::StatusFrom>,
+    /// The alert engine, once `serve` started one.
+    alerting: std::sync::OnceLock<Arc<crate::alerting::Alerting>>,
 }
 
 impl Service {
@@ -150,6 +154,7 @@ impl Service {
             stale: std::sync::atomic::AtomicBool::new(false),
             api_changes: crate::jobs::ApiChanges::default(),
             status_from: std::sync::OnceLock::new(),
+            alerting: std::sync::OnceLock::new(),
         }))
     }
 
@@ -232,6 +237,10 @@ impl Service {
             let mut guard = self.lock_pipeline();
             let (pipeline, next_seq) = &mut *guard;
             let (records, duplicates) = pipeline.process_batch_with(readings, now, found);
+            // Judged in pipeline order, before the next batch goes through.
+            if let Some(alerting) = self.alerting.get() {
+                alerting.on_records(&records, now);
+            }
             let first_seq = *next_seq;
             *next_seq += records.len() as u64;
             // Our turn to hand over comes before the next batch's (lock order: pipeline, then
@@ -354,6 +363,22 @@ impl Service {
         let _ = self.status_from.set(crate::jobs::StatusFrom::new(param));
     }
 
+    /// Starts judging every record and status change with `alerting` (`serve`); only the
+    /// first call counts.
+    pub fn enable_alerts(&self, alerting: Arc<crate::alerting::Alerting>) {
+        let _ = self.alerting.set(alerting);
+    }
+
+    /// The alert engine, if one runs.
+    pub fn alerting(&self) -> Option<&Arc<crate::alerting::Alerting>> {
+        self.alerting.get()
+    }
+
+    /// A sender of live events, for parts that make events of their own (alerts).
+    pub fn event_sender(&self) -> broadcast::Sender<Event> {
+        self.events.clone()
+    }
+
     /// Whether `machine`'s job status was set through the API within the last `span`.
     pub fn api_changed_within(&self, machine: &MachineId, span: std::time::Duration) -> bool {
         self.api_changes.within(machine, span)
@@ -429,6 +454,9 @@ impl Service {
                     .unwrap_or_else(|e| e.into_inner())
                     .apply(&change);
                 let _ = self.events.send(Event::Status(change.clone()));
+                if let Some(alerting) = self.alerting.get() {
+                    alerting.on_status(&change);
+                }
                 Ok(StatusAnswer {
                     machine_id: change.machine_id,
                     status: change.status,

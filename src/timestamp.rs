@@ -34,6 +34,9 @@ pub fn local_zone() -> chrono_tz::Tz {
 pub struct Timestamp(i64);
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// The most whole seconds from the epoch, either way, that a timestamp takes as a number.
+pub const MAX_UNIX_SECONDS: i64 = i64::MAX / NANOS_PER_SEC;
 const SECS_PER_DAY: i64 = 86_400;
 
 impl Timestamp {
@@ -64,11 +67,14 @@ impl Timestamp {
     /// digits the sender most likely wrote), so `1732771800.1` is 100 ms past the second, not
     /// the 99.999904 ms that the nearest binary fraction would give.
     pub fn from_unix_seconds(secs: f64) -> Result<Self, String> {
+        // The whole seconds that fit: the same bound for integers and fractions, and the one
+        // the OpenAPI document declares.
+        const MAX: f64 = MAX_UNIX_SECONDS as f64;
         let out_of_range = || format!("{secs} seconds since the epoch is outside 1677..2262");
         if !secs.is_finite() {
             return Err("seconds since the epoch must be finite".into());
         }
-        if secs.abs() >= 9.2e9 {
+        if secs.abs() > MAX {
             return Err(out_of_range());
         }
         let mut buf = ryu::Buffer::new();
@@ -96,8 +102,9 @@ impl Timestamp {
 
     /// Whole seconds since the epoch as an integer (exact, no float rounding).
     pub fn from_unix_seconds_int(secs: i64) -> Result<Self, String> {
-        secs.checked_mul(NANOS_PER_SEC)
-            .map(Timestamp)
+        (-MAX_UNIX_SECONDS..=MAX_UNIX_SECONDS)
+            .contains(&secs)
+            .then(|| Timestamp(secs * NANOS_PER_SEC))
             .ok_or_else(|| format!("{secs} seconds since the epoch is outside 1677..2262"))
     }
 

@@ -9,138 +9,7 @@
 
 use std::collections::VecDeque;
 
-/// Error-free sum of two floats: `a + b == s + e` exactly (Knuth's TwoSum).
-#[inline]
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
-    let s = a + b;
-    let bb = s - a;
-    let e = (a - (s - bb)) + (b - bb);
-    (s, e)
-}
-
-/// A compensated sum: `hi + lo` carries about twice the precision of one `f64`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CompensatedSum {
-    hi: f64,
-    lo: f64,
-}
-
-impl CompensatedSum {
-    /// Adds one value.
-    #[inline]
-    pub fn add(&mut self, x: f64) {
-        let (s, e) = two_sum(self.hi, x);
-        self.hi = s;
-        self.lo += e;
-    }
-
-    /// The sum, rounded once to the nearest `f64`.
-    #[inline]
-    pub fn value(&self) -> f64 {
-        self.hi + self.lo
-    }
-
-    /// Sums an iterator of values.
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
-        let mut s = CompensatedSum::default();
-        for v in values {
-            s.add(v);
-        }
-        s
-    }
-}
-
-/// Shewchuk's exact summation, the algorithm of Python's `math.fsum`: the partials always add
-/// up exactly to the values added so far, and [`ExactSum::value`] rounds that once.
-#[derive(Debug, Default)]
-pub struct ExactSum {
-    /// Non-overlapping, increasing in magnitude.
-    partials: Vec<f64>,
-    /// Some partial overflowed: the sum is beyond what the partials can hold.
-    overflow: bool,
-}
-
-impl ExactSum {
-    /// The exact sum of `values`.
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
-        let mut s = ExactSum::default();
-        for x in values {
-            s.add(x);
-        }
-        s
-    }
-
-    /// Adds one value, exactly.
-    pub fn add(&mut self, x: f64) {
-        if self.overflow {
-            return;
-        }
-        let mut x = x;
-        let mut kept = 0;
-        for j in 0..self.partials.len() {
-            let mut y = self.partials[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
-            let hi = x + y;
-            let lo = y - (hi - x);
-            if lo != 0.0 {
-                self.partials[kept] = lo;
-                kept += 1;
-            }
-            x = hi;
-        }
-        self.partials.truncate(kept);
-        if x.is_finite() {
-            self.partials.push(x);
-        } else {
-            self.overflow = true;
-        }
-    }
-
-    /// The sum rounded once to the nearest f64 (ties to even); `None` if it overflowed.
-    pub fn value(&self) -> Option<f64> {
-        if self.overflow {
-            return None;
-        }
-        let p = &self.partials;
-        let Some(&top) = p.last() else {
-            return Some(0.0);
-        };
-        let (mut hi, mut lo) = (top, 0.0);
-        let mut rest = p.len() - 1;
-        while rest > 0 {
-            rest -= 1;
-            let (x, y) = (hi, p[rest]);
-            hi = x + y;
-            lo = y - (hi - x);
-            if lo != 0.0 {
-                break;
-            }
-        }
-        // Half-way case: if the next partial has the sign of lo, the true sum is past the
-        // midpoint and must round away from hi (math.fsum's correction).
-        if rest > 0 && ((lo < 0.0 && p[rest - 1] < 0.0) || (lo > 0.0 && p[rest - 1] > 0.0)) {
-            let y = lo * 2.0;
-            let x = hi + y;
-            if y == x - hi {
-                hi = x;
-            }
-        }
-        hi.is_finite().then_some(hi)
-    }
-}
-
-/// The exact sum of `len` finite values scaled by 2^-k, rounded once, with the factor 2^k that
-/// scales it back: with 2^k >= 2·len no partial sum can overflow, and powers of two scale
-/// exactly, so `s / len * up` is the mean even where the plain sum overflows (values near
-/// f64::MAX). `None` only for non-finite input.
-pub fn scaled_sum(values: impl IntoIterator<Item = f64>, len: usize) -> Option<(f64, f64)> {
-    let k = (usize::BITS - len.leading_zeros()) as i32 + 1;
-    let (down, up) = (2f64.powi(-k), 2f64.powi(k));
-    let s = ExactSum::of(values.into_iter().map(|x| x * down)).value()?;
-    Some((s, up))
-}
+use crate::core::numeric::{CompensatedSum, ExactSum, scaled_sum};
 
 /// The mean of the last `capacity` values pushed, exact to the last bit or two.
 #[derive(Debug, Clone)]
@@ -210,18 +79,9 @@ impl MovingAverage {
     /// exact sum, rounded once. Rare; O(N) when it happens.
     fn recompute_exactly(&mut self) {
         self.recompute();
-        let exact = ExactSum::of(self.ring.iter().copied());
-        if let Some(hi) = exact.value() {
+        if let Some((hi, lo)) = ExactSum::of(self.ring.iter().copied()).split() {
             // Keep what rounding to `hi` dropped, so later updates start from ~106 bits.
-            let mut rest = ExactSum {
-                partials: exact.partials.clone(),
-                overflow: false,
-            };
-            rest.add(-hi);
-            self.sum = CompensatedSum {
-                hi,
-                lo: rest.value().unwrap_or(0.0),
-            };
+            self.sum = CompensatedSum::from_parts(hi, lo);
         }
         // Huge values that cancel each other may still be in the window: then every push
         // recomputes until they have left. Correct first; it only costs while they are there.
@@ -268,60 +128,9 @@ impl MovingAverage {
 
 /// Test references shared by the modules that check exact sums.
 #[cfg(test)]
-pub(crate) mod reference {
-    /// Shewchuk's exact summation (Python's `math.fsum`): the correctly rounded sum.
-    pub(crate) fn fsum(values: &[f64]) -> f64 {
-        let mut partials: Vec<f64> = Vec::new();
-        for &x in values {
-            let mut x = x;
-            let mut i = 0;
-            for j in 0..partials.len() {
-                let mut y = partials[j];
-                if x.abs() < y.abs() {
-                    std::mem::swap(&mut x, &mut y);
-                }
-                let hi = x + y;
-                let lo = y - (hi - x);
-                if lo != 0.0 {
-                    partials[i] = lo;
-                    i += 1;
-                }
-                x = hi;
-            }
-            partials.truncate(i);
-            partials.push(x);
-        }
-        // Sum the partials from the top, with the half-way correction of math.fsum.
-        let Some(mut hi) = partials.pop() else {
-            return 0.0;
-        };
-        let mut lo = 0.0;
-        while let Some(y) = partials.pop() {
-            let x = hi;
-            hi = x + y;
-            let yr = hi - x;
-            lo = y - yr;
-            if lo != 0.0 {
-                break;
-            }
-        }
-        if let Some(&next) = partials.last()
-            && ((lo < 0.0 && next < 0.0) || (lo > 0.0 && next > 0.0))
-        {
-            let y = lo * 2.0;
-            let x = hi + y;
-            if y == x - hi {
-                hi = x;
-            }
-        }
-        hi
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::reference::fsum;
     use super::*;
+    use crate::core::numeric::reference::fsum;
 
     #[test]
     fn seed_example() {
@@ -365,7 +174,8 @@ mod tests {
                 let got = w.push(v);
                 let tail = &all[all.len().saturating_sub(n)..];
                 let scaled: Vec<f64> = tail.iter().map(|v| v / 64.0).collect();
-                let want = reference::fsum(&scaled) / tail.len() as f64 * 64.0;
+                let want =
+                    crate::core::numeric::reference::fsum(&scaled) / tail.len() as f64 * 64.0;
                 assert!(got.is_finite(), "{n}: {tail:?}");
                 let ulp = (want.abs() * f64::EPSILON).max(f64::MIN_POSITIVE);
                 assert!(

@@ -7,8 +7,9 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::data::{machine_param, time_param};
+use super::series_body::{self, SeriesError};
 use super::{ApiError, AppState, json_body, parse_query};
-use crate::analytics::{self, Analysis, Baseline, Options, SeriesError};
+use crate::core::analytics::{self, Analysis, Baseline, Options};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct AnalyticsParams {
@@ -56,14 +57,28 @@ pub fn parse_baseline(s: Option<&str>, window: usize) -> Result<Baseline, String
     }
 }
 
-/// A bucket width such as `1m` or `1h`, in nanoseconds (at least one millisecond).
+/// A bucket width such as `1m` or `1h`, in nanoseconds: a whole number from 1 to 99999 and
+/// one of the units ms, s, m, h, d, exactly what the OpenAPI pattern declares (a bare number
+/// would leave its unit to guesswork).
 pub fn parse_bucket(s: &str) -> Result<i64, String> {
-    let d = crate::cli::parse_duration(s)?;
-    let nanos = i64::try_from(d.as_nanos()).map_err(|_| format!("{s:?} is too long"))?;
-    if nanos < 1_000_000 {
-        return Err(format!("{s:?} is shorter than 1ms"));
+    const MS: i64 = 1_000_000;
+    let bad = || format!("{s:?} is not a bucket width: write it like 500ms, 30s, 15m, 1h or 1d");
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    if number.is_empty() || number.len() > 5 || number.starts_with('0') {
+        return Err(bad());
     }
-    Ok(nanos)
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "ms" => MS,
+        "s" => 1_000 * MS,
+        "m" => 60_000 * MS,
+        "h" => 3_600_000 * MS,
+        "d" => 86_400_000 * MS,
+        _ => return Err(bad()),
+    };
+    // 99999 days is the longest: it fits in i64 nanoseconds.
+    n.checked_mul(unit).ok_or_else(bad)
 }
 
 /// Summary and anomalies of one parameter of one machine over stored raw values.
@@ -198,7 +213,7 @@ pub(crate) async fn post(
 ) -> Result<Json<Analysis>, ApiError> {
     let p: AnalyticsParams = parse_query(raw.as_deref())?;
     let body = json_body(&state, &headers, body)?;
-    let series = analytics::parse_series(&body).map_err(|e| match e {
+    let series = series_body::parse_series(&body).map_err(|e| match e {
         SeriesError::NotASeries => ApiError::BadRequest(e.to_string()),
         other => ApiError::BadRequest(other.to_string()),
     })?;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
 
+mod alerts;
 mod analytics;
 pub mod auth;
 mod data;
@@ -25,6 +26,7 @@ mod error;
 mod events;
 mod meta;
 mod openapi;
+pub mod series_body;
 pub mod server;
 pub(crate) mod states;
 mod status;
@@ -109,6 +111,18 @@ pub fn app(state: AppState) -> Router {
             "/analytics",
             get(analytics::get)
                 .post(analytics::post)
+                .fallback(wrong_method),
+        )
+        .route("/alerts", get(alerts::list).fallback(wrong_method))
+        .route(
+            "/alerts/history",
+            get(alerts::history).fallback(wrong_method),
+        )
+        .route("/alerts/rules", get(alerts::rules).fallback(wrong_method))
+        .route(
+            "/alerts/rules/{name}",
+            axum::routing::put(alerts::put_rule)
+                .delete(alerts::delete_rule)
                 .fallback(wrong_method),
         )
         .route("/states", get(states::get_states).fallback(wrong_method))
@@ -199,6 +213,13 @@ const ROUTES: &[(&str, &[&str])] = &[
         &["machine_id", "since", "until", "parameter", "timeline"],
     ),
     ("/oee", &["machine_id", "since", "until", "by"]),
+    ("/alerts", &[]),
+    (
+        "/alerts/history",
+        &["machine_id", "rule", "since", "until", "limit"],
+    ),
+    ("/alerts/rules", &[]),
+    ("/alerts/rules/{name}", &[]),
     ("/events", &[]),
     ("/", &[]),
     ("/assets/{*file}", &[]),

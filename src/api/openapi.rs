@@ -35,6 +35,12 @@ fn time_schema() -> Value {
     })
 }
 
+/// Seconds since the epoch as a number (integer or fraction), within what a timestamp holds.
+fn seconds_schema() -> Value {
+    let max_secs = crate::timestamp::MAX_UNIX_SECONDS;
+    json!({"type": "number", "minimum": -max_secs, "maximum": max_secs})
+}
+
 /// The rule of each query or path parameter, by name; `route` tells apart the one name that
 /// means two things (`bucket`: a duration in /analytics, a bucket name in /api/v2/write).
 fn parameter_schema(route: &str, name: &str) -> Option<Value> {
@@ -50,14 +56,16 @@ fn parameter_schema(route: &str, name: &str) -> Option<Value> {
             "pattern": "^(global|moving|moving:([1-9][0-9]{0,4}|100000))$",
         }),
         ("/analytics", "bucket") => {
-            json!({"type": "string", "pattern": "^[1-9][0-9]{0,2}(s|m|h|d)$"})
+            json!({"type": "string", "pattern": "^[1-9][0-9]{0,4}(ms|s|m|h|d)$"})
         }
         (_, "bucket" | "db") => json!({"type": "string", "minLength": 1}),
         (_, "precision") => {
-            json!({"type": "string", "enum": ["ns", "n", "us", "u", "ms", "s", "m", "h"]})
+            // Empty, as InfluxDB takes it: nanoseconds.
+            json!({"type": "string", "enum": ["", "ns", "n", "us", "u", "ms", "s", "m", "h"]})
         }
         (_, "by") => json!({"type": "string", "enum": ["hour", "day", "shift"]}),
         (_, "timeline") => json!({"type": "boolean"}),
+        (_, "rule" | "name") => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
         ("/data", "format") => json!({"type": "string", "enum": ["json", "csv"]}),
         _ => return None,
     })
@@ -103,10 +111,21 @@ fn constrain(doc: &mut Value) {
     }
     // A reading: an id by the rules of names, a time as a string or seconds since the epoch.
     if let Some(reading) = doc.pointer_mut("/components/schemas/ReadingDoc") {
-        reading["properties"]["machine_id"] = name_schema();
-        reading["properties"]["timestamp"] = json!({"oneOf": [time_schema(), {"type": "integer", "minimum": 0, "maximum": 9_000_000_000i64}]});
-        // Every other field is a parameter, named by the rules of names.
+        reading["properties"]["machine_id"] = json!({"oneOf": [name_schema(), {"type": "null"}]});
+        reading["properties"]["timestamp"] = json!({"oneOf": [
+            time_schema(),
+            seconds_schema(),
+            {"type": "null"},
+        ]});
+        // Every other field is a parameter, named by the rules of names: a number, a state
+        // or null. A state holds at most 256 bytes, which JSON Schema cannot say: 256
+        // characters is exact for ASCII; a longer text in another script is refused.
         reading["propertyNames"] = name_schema();
+        reading["additionalProperties"] = json!({"oneOf": [
+            {"type": "number"},
+            {"type": "string", "maxLength": 256},
+            {"type": "null"},
+        ]});
     }
     let bodies = [
         ("/analytics", "application/json", analytics_body()),
@@ -139,11 +158,14 @@ fn analytics_body() -> Value {
                 "items": {
                     "type": "object",
                     "required": ["timestamp", "value"],
-                    "properties": {"timestamp": time_schema(), "value": {"type": "number"}},
+                    "properties": {
+                        "timestamp": {"oneOf": [time_schema(), seconds_schema()]},
+                        "value": {"type": "number"},
+                    },
                     "additionalProperties": false,
                 },
             },
-            "threshold": {"type": "number", "minimum": 0},
+            "threshold": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "null"}]},
         },
         "additionalProperties": false,
     })
@@ -190,6 +212,33 @@ mod tests {
             assert!(
                 matches!(crate::api::data::time_param("since", Some(t)), Ok(Some(_))),
                 "{t}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The bucket pattern and the parser agree both ways: every width the pattern
+        /// declares is taken (the longest, 99999d, included), and a sample of others is not.
+        #[test]
+        fn bucket_pattern_is_what_the_parser_takes(
+            ok in "[1-9][0-9]{0,4}(ms|s|m|h|d)",
+            other in "[0-9a-z. ]{0,8}",
+        ) {
+            let n: i64 = ok.trim_end_matches(char::is_alphabetic).parse().unwrap();
+            let unit: i64 = match ok.trim_start_matches(|c: char| c.is_ascii_digit()) {
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                _ => 86_400_000_000_000,
+            };
+            proptest::prop_assert_eq!(crate::api::parse_bucket(&ok), Ok(n * unit));
+            let declared = parameter_schema("/analytics", "bucket").unwrap();
+            let pattern = regex::Regex::new(declared["pattern"].as_str().unwrap()).unwrap();
+            proptest::prop_assert_eq!(
+                crate::api::parse_bucket(&other).is_ok(),
+                pattern.is_match(&other),
+                "{}", other
             );
         }
     }

@@ -125,17 +125,14 @@ fn seconds(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
 
-/// `since` and `until` of a query: until defaults to now, since to a day before until.
+/// `since` and `until` of a query: until defaults to now, since to a day before until. A
+/// `since` after `until` is an empty range at `since` (SPEC §4: a filter that matches nothing
+/// is not an error), so the answer's `until` then equals its `since`.
 fn range(since: Option<&str>, until: Option<&str>) -> Result<(Timestamp, Timestamp), ApiError> {
     let until = time_param("until", until)?.unwrap_or_else(Timestamp::now);
     let since = time_param("since", since)?
         .unwrap_or_else(|| Timestamp::from_nanos(until.as_nanos().saturating_sub(DAY)));
-    if since > until {
-        return Err(ApiError::BadRequest(format!(
-            "since: {since} is after until ({until})"
-        )));
-    }
-    Ok((since, until))
+    Ok((since, until.max(since)))
 }
 
 fn required_machine(v: Option<&str>) -> Result<MachineId, ApiError> {
@@ -258,7 +255,7 @@ pub(crate) async fn time_in_state(
     params(
         ("machine_id" = String, Query, description = "The machine"),
         ("since" = Option<String>, Query, description = "From (RFC 3339, inclusive); default a day before until"),
-        ("until" = Option<String>, Query, description = "To (RFC 3339, inclusive); default now"),
+        ("until" = Option<String>, Query, description = "To (RFC 3339, inclusive); default now; before since: an empty range at since"),
         ("parameter" = Option<String>, Query, description = "A state parameter of the readings instead of the job status"),
         ("timeline" = Option<bool>, Query, description = "Also the timeline, at most 10000 segments"),
     ),
@@ -497,12 +494,12 @@ pub(crate) async fn oee_of(
     params(
         ("machine_id" = String, Query, description = "The machine"),
         ("since" = Option<String>, Query, description = "From (RFC 3339, inclusive); default a day before until"),
-        ("until" = Option<String>, Query, description = "To (RFC 3339, inclusive); default now"),
-        ("by" = Option<String>, Query, description = "hour, day or shift (local to --timezone; shifts from --shifts)"),
+        ("until" = Option<String>, Query, description = "To (RFC 3339, inclusive); default now; before since: an empty range at since"),
+        ("by" = Option<String>, Query, description = "hour, day or shift (local to --timezone; shifts from --shifts); at most the newest 10000 buckets: a longer range starts later, and the answer's since says where"),
     ),
     responses(
         (status = 200, description = "The figures and what they came from", body = OeeAnswer),
-        (status = 400, description = "A bad or missing parameter, or more than 10000 buckets", body = super::ErrorBody),
+        (status = 400, description = "A bad or missing parameter", body = super::ErrorBody),
         (status = 503, description = "The store is unavailable", body = super::ErrorBody),
     ))]
 pub(crate) async fn get_oee(
@@ -517,6 +514,15 @@ pub(crate) async fn get_oee(
             .map(By::parse)
             .transpose()
             .map_err(|e| ApiError::BadRequest(format!("by: {e}")))?;
+    let since = match by {
+        Some(b) => Timestamp::from_nanos(oee::newest_buckets_start(
+            since.as_nanos(),
+            until.as_nanos(),
+            b,
+            state.states.shifts.times().len(),
+        )),
+        None => since,
+    };
     let store = state.service.store().clone();
     Ok(Json(
         oee_of(store.as_ref(), &state.states, machine, since, until, by).await?,

@@ -239,6 +239,26 @@ fn local_date(tz: Tz, nanos: i64) -> NaiveDate {
     tz.timestamp_nanos(nanos).date_naive()
 }
 
+/// Where the newest [`MAX_BUCKETS`] buckets by `by` up to `until` start, at the latest
+/// `since`: a range with more buckets is answered for its newest ones (as `/data` answers its
+/// newest `limit`), so that [`buckets`] never refuses it. Partial buckets at both ends and
+/// daylight-saving days are counted with some to spare.
+pub fn newest_buckets_start(since: i64, until: i64, by: By, shifts_per_day: usize) -> i64 {
+    const HOUR: i64 = 3_600_000_000_000;
+    let span = match by {
+        By::Hour => (MAX_BUCKETS as i64 - 2) * HOUR,
+        By::Day | By::Shift => {
+            let per_day = match by {
+                By::Day => 1,
+                _ => shifts_per_day.max(1),
+            };
+            let days = (MAX_BUCKETS / per_day).saturating_sub(3).max(1);
+            days as i64 * 24 * HOUR
+        }
+    };
+    since.max(until.saturating_sub(span))
+}
+
 /// The buckets that cut `[since, until]` by local hour, day or shift in `tz`; an error when
 /// there would be more than [`MAX_BUCKETS`].
 pub fn buckets(
@@ -277,7 +297,11 @@ pub fn buckets(
         By::Day | By::Shift => {
             let first = local_date(tz, since) - Duration::days(1);
             let last = local_date(tz, until) + Duration::days(1);
-            if (last - first).num_days() as usize * shifts.times().len().max(1) > MAX_BUCKETS + 8 {
+            let per_day = match by {
+                By::Day => 1,
+                _ => shifts.times().len().max(1),
+            };
+            if (last - first).num_days() as usize * per_day > MAX_BUCKETS + 8 {
                 return Err(too_many());
             }
             let times: Vec<NaiveTime> = match by {
@@ -455,6 +479,27 @@ mod tests {
 
     fn berlin() -> Tz {
         "Europe/Berlin".parse().unwrap()
+    }
+
+    /// A range from 1970 is answered for its newest buckets: never refused, at most
+    /// MAX_BUCKETS (a few more for day and shift edges), ending where a short range ends.
+    #[test]
+    fn a_long_range_keeps_its_newest_buckets() {
+        let shifts = Shifts::default();
+        let until = nanos("2026-10-25T05:30:00Z");
+        for tz in [berlin(), Tz::UTC, "Asia/Kolkata".parse().unwrap()] {
+            for by in [By::Hour, By::Day, By::Shift] {
+                let since = newest_buckets_start(0, until, by, shifts.times().len());
+                assert!(since > 0, "{by:?} {tz}");
+                let all = buckets(since, until, by, tz, &shifts).unwrap();
+                assert!(all.len() <= MAX_BUCKETS, "{by:?} {tz}: {}", all.len());
+                assert!(all.len() >= MAX_BUCKETS - 10, "{by:?} {tz}: {}", all.len());
+                let short = buckets(until - 3 * 24 * H, until, by, tz, &shifts).unwrap();
+                assert_eq!(all.last(), short.last(), "{by:?} {tz}");
+                // A range that is short enough is left as it is.
+                assert_eq!(newest_buckets_start(until - H, until, by, 3), until - H);
+            }
+        }
     }
 
     #[test]

@@ -18,10 +18,12 @@
 //! `crc` is CRC-32 of `segment`, `len` and `data`. Reading a segment stops at the first frame
 //! that is not whole and valid: the zeros of a fresh segment, a frame torn by a crash (never
 //! acknowledged: the acknowledgement waits for the sync), or a frame left by the segment's
-//! previous life, which names another segment number.
+//! previous life, which names another segment number. If valid frames of the same segment
+//! follow that one, it is damage, not an end: the start is refused naming the file and the
+//! offset (or, with `--recover-damaged`, every valid frame is kept and the loss logged).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -177,65 +179,172 @@ fn segment_file(base: &Path, spares: &mut Vec<PathBuf>, segment: u64) -> io::Res
     Ok(file)
 }
 
-/// The log entries of one segment's file, in order, up to its first frame that is not whole
-/// and valid.
-pub fn read_segment(path: &Path, segment: u64) -> io::Result<Vec<Vec<u8>>> {
-    // Frame by frame, up to the first that is not whole: a segment is allocated in advance
-    // (16 MiB of zeros), and a start should read only what was written in it.
-    let mut file = io::BufReader::with_capacity(1 << 16, File::open(path)?);
-    let size = file.get_ref().metadata()?.len();
-    let mut entries = Vec::new();
-    let mut at: u64 = 0;
-    let mut head = [0u8; HEAD];
-    let mut data = Vec::new();
-    while at + HEAD as u64 <= size && file.read_exact(&mut head).is_ok() {
-        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        let mut number = [0u8; 8];
-        number.copy_from_slice(&head[4..12]);
-        let len = word(12) as usize;
-        if word(0) != MAGIC || u64::from_le_bytes(number) != segment {
-            break;
-        }
-        if at + (HEAD + len) as u64 > size {
-            break;
-        }
-        data.resize(len, 0);
-        if file.read_exact(&mut data).is_err() {
-            break;
-        }
-        let data = &data[..];
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&head[4..16]);
-        crc.update(data);
-        if crc.finalize() != word(16) {
-            break;
-        }
-        let mut rest = data;
-        while let Some(len) = rest.get(..4) {
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            let Some(entry) = rest.get(4..4 + len) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: a frame's entries do not add up", path.display()),
-                ));
-            };
-            entries.push(entry.to_vec());
-            rest = &rest[4 + len..];
-        }
-        at += (HEAD + len) as u64;
+/// A frame that fails its check while whole, valid frames of the same segment follow it: not
+/// the torn tail a crash leaves (nothing valid comes after that), but damage to commits that
+/// were acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment's file.
+    pub file: PathBuf,
+    /// Where the first bad frame starts.
+    pub offset: u64,
+    /// Bytes from there to the next valid frame: what is lost.
+    pub lost_bytes: u64,
+    /// Valid commit frames after it in the segment.
+    pub frames_after: usize,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the commit frame at byte {} is damaged ({} bytes up to the next valid frame), \
+             and {} acknowledged commit frames follow it",
+            self.file.display(),
+            self.offset,
+            self.lost_bytes,
+            self.frames_after
+        )
     }
-    Ok(entries)
+}
+
+/// What a segment's file holds: the entries of its frames in order and, if a frame in the
+/// middle is damaged, where.
+#[derive(Debug, Default)]
+pub struct SegmentRead {
+    /// Log entries of the frames before any damage.
+    pub entries: Vec<Vec<u8>>,
+    /// Log entries of the valid frames after the damage, if any.
+    pub after_damage: Vec<Vec<u8>>,
+    /// The first damaged frame, when valid frames follow it.
+    pub damage: Option<Damage>,
+}
+
+/// The frame of `segment` that starts at `at`, if it is whole and valid: its data and where
+/// the next frame starts.
+fn frame_at(bytes: &[u8], at: usize, segment: u64) -> Option<(&[u8], usize)> {
+    let head = bytes.get(at..at.checked_add(HEAD)?)?;
+    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let mut number = [0u8; 8];
+    number.copy_from_slice(&head[4..12]);
+    if word(0) != MAGIC || u64::from_le_bytes(number) != segment {
+        return None;
+    }
+    let end = (at + HEAD).checked_add(word(12) as usize)?;
+    let data = bytes.get(at + HEAD..end)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[4..16]);
+    crc.update(data);
+    (crc.finalize() == word(16)).then_some((data, end))
+}
+
+/// Appends the log entries of one frame's data.
+fn split_entries(path: &Path, data: &[u8], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+    let mut rest = data;
+    while let Some(len) = rest.get(..4) {
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(entry) = rest.get(4..4 + len) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: a frame's entries do not add up", path.display()),
+            ));
+        };
+        out.push(entry.to_vec());
+        rest = &rest[4 + len..];
+    }
+    Ok(())
+}
+
+/// The frames of one segment's file, in order, up to its first frame that is not whole and
+/// valid; and, after that one, any valid frames of the same segment, which make it damage
+/// rather than the end of what was written.
+///
+/// The whole file is read: only a search of the rest tells a damaged frame from the torn or
+/// zero tail that ends every segment. The rest holds zeros or frames of the file's previous
+/// life, which name an older segment (numbers only grow), so a frame of this segment there
+/// was written after the bad one.
+pub fn read_segment(path: &Path, segment: u64) -> io::Result<SegmentRead> {
+    let bytes = fs::read(path)?;
+    let mut out = SegmentRead::default();
+    let mut at = 0;
+    while let Some((data, next)) = frame_at(&bytes, at, segment) {
+        split_entries(path, data, &mut out.entries)?;
+        at = next;
+    }
+    let mut needle = [0u8; 12];
+    needle[..4].copy_from_slice(&MAGIC.to_le_bytes());
+    needle[4..].copy_from_slice(&segment.to_le_bytes());
+    let finder = memchr::memmem::Finder::new(&needle);
+    let mut probe = at + 1;
+    while let Some(found) = bytes.get(probe..).and_then(|rest| finder.find(rest)) {
+        let start = probe + found;
+        if frame_at(&bytes, start, segment).is_none() {
+            probe = start + 1;
+            continue;
+        }
+        let damage = out.damage.get_or_insert_with(|| Damage {
+            file: path.to_path_buf(),
+            offset: at as u64,
+            lost_bytes: (start - at) as u64,
+            frames_after: 0,
+        });
+        let mut next = start;
+        while let Some((data, end)) = frame_at(&bytes, next, segment) {
+            split_entries(path, data, &mut out.after_damage)?;
+            damage.frames_after += 1;
+            next = end;
+        }
+        probe = next + 1;
+    }
+    Ok(out)
+}
+
+/// What to do at start with a log segment damaged in the middle (see [`Damage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDamage {
+    /// Refuse to start, naming the file, the offset and what follows: an operator decides.
+    #[default]
+    Refuse,
+    /// Keep every valid frame, before and after the damage, and log what was dropped
+    /// (`--recover-damaged`).
+    KeepIntact,
 }
 
 impl LogFile {
     /// Reads the log a previous run left beside `base` (its entries, oldest first) without
     /// changing it. The caller moves them into chunks, makes that durable, then calls
-    /// [`LogFile::start`], which recycles those segments.
-    pub fn recover(base: &Path) -> io::Result<Vec<Vec<u8>>> {
+    /// [`LogFile::start`], which recycles those segments. A segment damaged in the middle is
+    /// an error with [`OnDamage::Refuse`] (of kind `InvalidData`, naming the file and the
+    /// offset); with [`OnDamage::KeepIntact`] its valid frames are kept and the loss logged.
+    pub fn recover(base: &Path, on_damage: OnDamage) -> io::Result<Vec<Vec<u8>>> {
         let (segments, _) = list(base)?;
         let mut entries = Vec::new();
         for segment in segments {
-            entries.extend(read_segment(&segment_path(base, segment), segment)?);
+            let read = read_segment(&segment_path(base, segment), segment)?;
+            entries.extend(read.entries);
+            if let Some(damage) = read.damage {
+                match on_damage {
+                    OnDamage::Refuse => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{damage}; start with --recover-damaged to keep the valid \
+                                 frames and drop the damaged bytes"
+                            ),
+                        ));
+                    }
+                    OnDamage::KeepIntact => {
+                        tracing::warn!(
+                            file = %damage.file.display(),
+                            offset = damage.offset,
+                            lost_bytes = damage.lost_bytes,
+                            frames_after = damage.frames_after,
+                            "damaged commit frame dropped from the log; the valid frames after it are kept"
+                        );
+                        entries.extend(read.after_damage);
+                    }
+                }
+            }
         }
         Ok(entries)
     }
@@ -417,24 +526,69 @@ mod tests {
         log.append([b"three".as_slice()]).unwrap();
         log.append([b"".as_slice(), b"five".as_slice()]).unwrap();
         drop(log);
-        let got = LogFile::recover(&base).unwrap();
+        let got = LogFile::recover(&base, OnDamage::Refuse).unwrap();
         assert_eq!(got, [&b"one"[..], b"two", b"three", b"", b"five"]);
     }
 
-    #[test]
-    fn a_torn_or_damaged_frame_ends_the_segment() {
-        let (_dir, base) = base();
+    /// Writes three frames and returns the log's base, the segment's path and where the
+    /// second frame starts.
+    fn three_frames() -> (tempfile_dir::Dir, PathBuf, PathBuf, u64) {
+        let (dir, base) = base();
         let mut log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"kept".as_slice()]).unwrap();
-        let torn_at = log.at;
-        log.append([b"torn".as_slice()]).unwrap();
-        log.append([b"after".as_slice()]).unwrap();
+        let second = log.at;
+        log.append([b"middle".as_slice()]).unwrap();
+        log.append([b"after".as_slice(), b"also".as_slice()])
+            .unwrap();
         let path = segment_path(&base, log.segment());
-        drop(log);
+        (dir, base, path, second)
+    }
+
+    #[test]
+    fn a_torn_last_frame_ends_the_segment_quietly() {
+        let (_dir, base, path, second) = three_frames();
+        // The last frame cut short, as a crash in the middle of its write leaves it.
+        let third = second + (HEAD + 4 + 6) as u64;
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        // One byte of the second frame's data flipped: its CRC no longer matches.
-        file.write_all_at(b"X", torn_at + HEAD as u64 + 5).unwrap();
-        assert_eq!(LogFile::recover(&base).unwrap(), [&b"kept"[..]]);
+        file.write_all_at(&[0u8; 9], third + HEAD as u64 + 3)
+            .unwrap();
+        let got = LogFile::recover(&base, OnDamage::Refuse).unwrap();
+        assert_eq!(got, [&b"kept"[..], b"middle"]);
+    }
+
+    #[test]
+    fn a_damaged_frame_in_the_middle_is_refused_naming_file_and_offset() {
+        let (_dir, base, path, second) = three_frames();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        // One byte of the second frame's data changed: its CRC no longer matches.
+        file.write_all_at(b"X", second + HEAD as u64 + 5).unwrap();
+        let e = LogFile::recover(&base, OnDamage::Refuse).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let message = e.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&format!("at byte {second} ")), "{message}");
+        assert!(
+            message.contains("1 acknowledged commit frames follow"),
+            "{message}"
+        );
+        assert!(message.contains("--recover-damaged"), "{message}");
+        let read = read_segment(&path, 1).unwrap();
+        assert_eq!(read.damage.unwrap().lost_bytes, (HEAD + 4 + 6) as u64);
+        // Recovering keeps the frames before and after the damaged one.
+        let got = LogFile::recover(&base, OnDamage::KeepIntact).unwrap();
+        assert_eq!(got, [&b"kept"[..], b"after", b"also"]);
+    }
+
+    #[test]
+    fn a_damaged_header_is_found_too() {
+        let (_dir, base, path, second) = three_frames();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        // The second frame's length made huge: it would run past the end of the file.
+        file.write_all_at(&[0xff; 4], second + 12).unwrap();
+        let e = LogFile::recover(&base, OnDamage::Refuse).unwrap_err();
+        assert!(e.to_string().contains(&format!("at byte {second} ")), "{e}");
+        let got = LogFile::recover(&base, OnDamage::KeepIntact).unwrap();
+        assert_eq!(got, [&b"kept"[..], b"after", b"also"]);
     }
 
     #[test]
@@ -453,7 +607,10 @@ mod tests {
         log.append([b"x".as_slice()]).unwrap();
         assert_eq!(log.segment(), 3);
         drop(log);
-        assert_eq!(LogFile::recover(&base).unwrap(), [&b"x"[..]]);
+        assert_eq!(
+            LogFile::recover(&base, OnDamage::Refuse).unwrap(),
+            [&b"x"[..]]
+        );
     }
 
     #[test]
@@ -472,11 +629,18 @@ mod tests {
         let mut log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         log.append([b"a".as_slice()]).unwrap();
         drop(log);
-        assert_eq!(LogFile::recover(&base).unwrap(), [&b"a"[..]]);
+        assert_eq!(
+            LogFile::recover(&base, OnDamage::Refuse).unwrap(),
+            [&b"a"[..]]
+        );
         let log = LogFile::start(&base, false, LogLock::take(&base).unwrap()).unwrap();
         assert_eq!(log.segment(), 2);
         drop(log);
-        assert!(LogFile::recover(&base).unwrap().is_empty());
+        assert!(
+            LogFile::recover(&base, OnDamage::Refuse)
+                .unwrap()
+                .is_empty()
+        );
         remove_all(&base).unwrap();
         assert_eq!(list(&base).unwrap(), (vec![], vec![]));
     }

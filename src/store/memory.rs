@@ -51,6 +51,7 @@ struct Inner {
     columns: HashMap<(MachineId, ParamName), Column>,
     latest: BTreeMap<MachineId, Arc<ProcessedRecord>>,
     history: Vec<StatusChange>,
+    alerts: super::alerts::memory::AlertTables,
 }
 
 /// Keeps everything in ordered maps behind one lock.
@@ -108,6 +109,34 @@ fn newest(
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
+    fn write_alerts(&self, write: super::alerts::AlertWrite) -> Ack {
+        self.write().alerts.apply(write);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.read().alerts.rules())
+    }
+
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.read().alerts.states())
+    }
+
+    async fn alert_history(
+        &self,
+        q: super::alerts::HistoryQuery,
+    ) -> Result<Vec<super::alerts::HistoryRow>, StoreError> {
+        Ok(self.read().alerts.history(&q))
+    }
+
+    async fn outbox(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::Notification>, StoreError> {
+        Ok(self.read().alerts.outbox(target, limit))
+    }
+
     fn append(&self, records: Vec<Arc<ProcessedRecord>>) -> Ack {
         let mut inner = self.write();
         for r in records {

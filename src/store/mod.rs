@@ -16,8 +16,10 @@ use crate::reading::MachineId;
 use crate::status::StatusChange;
 use crate::timestamp::Timestamp;
 
+pub mod alerts;
 pub mod codec;
 mod logfile;
+pub use logfile::OnDamage;
 pub mod memory;
 mod pending;
 mod pg_public;
@@ -303,6 +305,43 @@ pub trait Store: Send + Sync + 'static {
     /// or chunks) went.
     async fn retain(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
 
+    /// Stores alert bookkeeping (API rules, alert states, history, outbox) in one
+    /// transaction, in the order of calls; the `Ack` says when it is durable. A store that
+    /// keeps no alerts refuses it.
+    fn write_alerts(&self, write: alerts::AlertWrite) -> Ack {
+        drop(write);
+        Box::pin(futures::future::ready(Err(StoreError::Failed(
+            "this store keeps no alerts".into(),
+        ))))
+    }
+
+    /// The rules stored through the API: (name, JSON), by name.
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The JSON of every pending or firing alert, as last written.
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Past firings, oldest first (the newest `limit`).
+    async fn alert_history(
+        &self,
+        _q: alerts::HistoryQuery,
+    ) -> Result<Vec<alerts::HistoryRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The oldest `limit` notifications waiting for `target`, oldest first.
+    async fn outbox(
+        &self,
+        _target: &str,
+        _limit: usize,
+    ) -> Result<Vec<alerts::Notification>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Makes everything handed over durable and stops background work.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
@@ -359,11 +398,23 @@ impl StoreSpec {
         }
     }
 
-    /// Opens the store.
+    /// Opens the store; a SQLite log damaged in the middle refuses the start.
     pub async fn open(&self, durability: sqlite::Durability) -> Result<Arc<dyn Store>, StoreError> {
+        self.open_on_damage(durability, OnDamage::Refuse).await
+    }
+
+    /// Opens the store, doing with a SQLite log damaged in the middle what `on_damage` says
+    /// (the other stores have no log of their own).
+    pub async fn open_on_damage(
+        &self,
+        durability: sqlite::Durability,
+        on_damage: OnDamage,
+    ) -> Result<Arc<dyn Store>, StoreError> {
         match self {
             StoreSpec::Memory => Ok(Arc::new(memory::MemoryStore::new())),
-            StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, durability)?)),
+            StoreSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open_on_damage(
+                path, durability, on_damage,
+            )?)),
             StoreSpec::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         }
     }

@@ -22,7 +22,7 @@ use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// The schema version this build writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -51,9 +51,15 @@ const MIGRATIONS: &[&str] = &[
     // by time.
     "ALTER TABLE status_history ADD COLUMN reason TEXT;
     CREATE INDEX status_history_machine_since ON status_history (machine_id, since, id);",
-    // 2 -> 3: the public relations of SPEC §10 (readings, samples, status_history).
+    // 2 -> 3: alerts (SPEC §7): API rules and alert states; 3 -> 4: history and outbox.
+    super::alerts::TABLES,
+    super::alerts::postgres::MIGRATION,
+    // 4 -> 5: the public relations of SPEC §10 (readings, samples, status_history).
     super::pg_public::MIGRATION,
 ];
+
+/// The migration that makes the public relations of SPEC §10, which then fills them.
+const PUBLIC_RELATIONS_FROM: usize = 4;
 
 /// How long a request waits for a connection before it is told the store is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -85,7 +91,7 @@ fn failed(e: impl std::error::Error + 'static) -> StoreError {
 
 /// Maps a database error: lost connections are worth a retry, a full disk and corrupted data
 /// are named, the rest is a failure.
-fn db_error(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     match e.code() {
         _ if e.is_closed() || e.as_db_error().is_none() => unavailable(e),
@@ -200,7 +206,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.batch_execute(sql).await.map_err(db_error)?;
-        if from == 2 {
+        if from == PUBLIC_RELATIONS_FROM {
             backfill_public(&tx).await?;
         }
     }
@@ -378,6 +384,7 @@ impl Writer {
                     .await
                     .map_err(db_error)?;
                 }
+                Command::Alerts(w, _) => super::alerts::postgres::apply(&tx, w).await?,
                 Command::Retain(cutoff, _) => {
                     deleted += tx
                         .execute(
@@ -416,6 +423,33 @@ impl Store for PostgresStore {
 
     fn append_status(&self, change: StatusChange) -> Ack {
         writer::append_status(|c| self.send(c), change)
+    }
+
+    fn write_alerts(&self, write: super::alerts::AlertWrite) -> Ack {
+        writer::write_alerts(|c| self.send(c), write)
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        super::alerts::postgres::rules(&*self.client().await?).await
+    }
+
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        super::alerts::postgres::states(&*self.client().await?).await
+    }
+
+    async fn alert_history(
+        &self,
+        q: super::alerts::HistoryQuery,
+    ) -> Result<Vec<super::alerts::HistoryRow>, StoreError> {
+        super::alerts::postgres::history(&*self.client().await?, &q).await
+    }
+
+    async fn outbox(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::Notification>, StoreError> {
+        super::alerts::postgres::outbox(&*self.client().await?, target, limit).await
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {

@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Newest, StoredRecord, machine_id};
-use super::logfile::{LogFile, LogLock};
+use super::logfile::{LogFile, LogLock, OnDamage};
 use super::pending::Pending;
 use super::prints::{self, ChunkPrints};
 use super::writer;
@@ -47,7 +47,7 @@ type Command = writer::Command<codec::Batch>;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves a file one
 /// version up; a file with a higher version was written by a newer millwatch and is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: chunks of records and the status history.
@@ -132,6 +132,10 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR IGNORE INTO status_keys
         SELECT DISTINCT machine_id, status, reason IS NOT NULL, COALESCE(reason, '')
         FROM status_history;",
+    // 6 -> 7: alerts (SPEC §7): rules set through the API and each pending or firing alert;
+    // 7 -> 8: the history of firings and the outbox of undelivered notifications.
+    super::alerts::TABLES,
+    super::alerts::sqlite::MIGRATION,
 ];
 
 /// The page size of new files: SQLite's default. (Files made before the log existed have 1 KiB
@@ -305,17 +309,39 @@ impl SqliteStore {
         durability: Durability,
         compaction: Compaction,
     ) -> Result<Self, StoreError> {
+        Self::open_full(path, durability, compaction, OnDamage::Refuse)
+    }
+
+    /// Opens the file at `path`, doing with a log damaged in the middle what `on_damage` says.
+    pub fn open_on_damage(
+        path: &Path,
+        durability: Durability,
+        on_damage: OnDamage,
+    ) -> Result<Self, StoreError> {
+        Self::open_full(path, durability, Compaction::default(), on_damage)
+    }
+
+    fn open_full(
+        path: &Path,
+        durability: Durability,
+        compaction: Compaction,
+        on_damage: OnDamage,
+    ) -> Result<Self, StoreError> {
         // Before anything reads the log: another process writing it would have its records
         // compacted twice and its log files reused under it.
         let lock = LogLock::take(path)
             .map_err(|e| failed(format!("cannot use {}: {e}", path.display())))?;
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn, path)?;
-        let logged = LogFile::recover(path).map_err(|e| {
-            failed(format!(
-                "cannot read the log beside {}: {e}",
-                path.display()
-            ))
+        let logged = LogFile::recover(path, on_damage).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                StoreError::Damaged(format!("the log beside {}: {e}", path.display()))
+            } else {
+                failed(format!(
+                    "cannot read the log beside {}: {e}",
+                    path.display()
+                ))
+            }
         })?;
         let recovered = compact_log(&mut conn, &logged)?;
         // Only once the recovered records are durable in chunks are their log files reused:
@@ -1197,6 +1223,7 @@ impl Writer {
             for cmd in group {
                 match cmd {
                     Command::Status(c, _) => insert_status(&tx, c)?,
+                    Command::Alerts(w, _) => super::alerts::sqlite::apply(&tx, w)?,
                     Command::Retain(cutoff, _) => {
                         deleted += tx
                             .execute(
@@ -1384,6 +1411,36 @@ impl Store for SqliteStore {
 
     fn append_status(&self, change: StatusChange) -> Ack {
         writer::append_status(|c| self.send(c), change)
+    }
+
+    fn write_alerts(&self, write: super::alerts::AlertWrite) -> Ack {
+        writer::write_alerts(|c| self.send(c), write)
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(super::alerts::sqlite::rules).await
+    }
+
+    async fn alert_states(&self) -> Result<Vec<String>, StoreError> {
+        self.read(super::alerts::sqlite::states).await
+    }
+
+    async fn alert_history(
+        &self,
+        q: super::alerts::HistoryQuery,
+    ) -> Result<Vec<super::alerts::HistoryRow>, StoreError> {
+        self.read(move |c| super::alerts::sqlite::history(c, &q))
+            .await
+    }
+
+    async fn outbox(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::Notification>, StoreError> {
+        let target = target.to_owned();
+        self.read(move |c| super::alerts::sqlite::outbox(c, &target, limit))
+            .await
     }
 
     async fn query(&self, q: DataQuery) -> Result<Vec<Arc<ProcessedRecord>>, StoreError> {
@@ -1899,7 +1956,7 @@ pub fn census(path: &Path) -> Result<HashMap<String, i64>, StoreError> {
         .query_row("SELECT upto FROM compaction", [], |r| r.get(0))
         .map_err(failed)?;
     let mut in_files = 0;
-    for entry in LogFile::recover(path).map_err(failed)? {
+    for entry in LogFile::recover(path, OnDamage::Refuse).map_err(failed)? {
         in_files += codec::decode_log(&entry)?
             .iter()
             .filter(|r| r.seq as i64 > upto)

@@ -48,6 +48,8 @@ pub(crate) enum Command<A = Records> {
     Append(A, Reply<()>),
     /// Store a status change.
     Status(StatusChange, Reply<()>),
+    /// Store alert bookkeeping, in the same transaction as the group.
+    Alerts(super::alerts::AlertWrite, Reply<()>),
     /// Delete one small step of chunks older than the cut-off; answers how many went.
     Retain(Timestamp, Reply<usize>),
     /// Flush and stop.
@@ -124,7 +126,7 @@ pub(crate) fn answer<A>(group: Vec<Command<A>>, result: &Result<usize, StoreErro
     let mut closing = false;
     for cmd in group {
         match cmd {
-            Command::Append(_, reply) | Command::Status(_, reply) => {
+            Command::Append(_, reply) | Command::Status(_, reply) | Command::Alerts(_, reply) => {
                 let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
             }
             Command::Retain(_, reply) => {
@@ -170,6 +172,15 @@ pub(crate) fn append_status<A>(
 ) -> Ack {
     let (tx, rx) = oneshot::channel();
     ack(send(Command::Status(change, tx)), rx)
+}
+
+/// Hands alert bookkeeping to a writer through `send`.
+pub(crate) fn write_alerts<A>(
+    send: impl FnOnce(Command<A>) -> Result<(), StoreError>,
+    write: super::alerts::AlertWrite,
+) -> Ack {
+    let (tx, rx) = oneshot::channel();
+    ack(send(Command::Alerts(write, tx)), rx)
 }
 
 /// Deletes chunks older than `cutoff` one small step (one commit) at a time, yielding between

@@ -504,6 +504,27 @@ async fn events_stream_readings_and_status_changes() {
     assert!(seen.contains(r#""status":"RUNNING""#), "{seen}");
 }
 
+/// A client sees the stream open before any event: on a quiet plant (or a paused one) an
+/// `EventSource` would otherwise wait for the first reading to learn it is connected.
+#[tokio::test]
+async fn events_stream_opens_before_the_first_event() {
+    let app = TestApp::start().await;
+    let mut resp = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.client.get(format!("{}/events", app.base)).send(),
+    )
+    .await
+    .expect("the response head arrives without any event")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(2), resp.chunk())
+        .await
+        .expect("an opening comment arrives")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with(b":"), "{first:?}");
+}
+
 #[tokio::test]
 async fn influx_line_protocol_write_endpoints() {
     let app = TestApp::start().await;

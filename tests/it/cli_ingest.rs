@@ -186,16 +186,25 @@ fn a_live_file_is_re_read_every_interval() {
     // No timestamp: each re-read is a new reading at its time of arrival.
     let f = file(r#"{"temperature": 10}"#);
     let path = f.path().to_str().unwrap().to_owned();
-    let child = Command::new(env!("CARGO_BIN_EXE_millwatch"))
-        .args(["ingest", &path, "--interval", "150ms", "--count", "3"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_millwatch"))
+        .args(["ingest", &path, "--interval", "300ms", "--count", "3"])
         .env("MILLWATCH_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The file changes once the first read is printed (not after a fixed sleep, which a
+    // loaded machine outlasts before the binary has even started): the third read, 600 ms
+    // after the first, sees the change.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut text).unwrap();
     std::fs::write(&path, r#"{"temperature": 40}"#).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let recs = lines(&out);
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    assert!(child.wait().unwrap().success());
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0]["temperature"], 10);
     assert_eq!(recs[2]["temperature"], 40);
@@ -281,7 +290,8 @@ async fn http_endpoint_is_polled_and_failures_are_retried() {
     let url = format!("http://{}/readings", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let out = tokio::task::spawn_blocking(move || {
-        millwatch(&["ingest", &url, "--interval", "50ms", "--count", "5"])
+        // The poll's timeout is its interval: 400 ms leaves a loaded machine room to answer.
+        millwatch(&["ingest", &url, "--interval", "400ms", "--count", "5"])
     })
     .await
     .unwrap();

@@ -89,6 +89,22 @@ impl Driver {
     }
 }
 
+/// Whether the browser tests must skip: chromedriver is missing and MILLWATCH_SKIP_SERVICES=1.
+/// Missing without it is a failure that says how to install it.
+pub(crate) fn no_browser() -> bool {
+    if std::path::Path::new(CHROMEDRIVER).exists() {
+        return false;
+    }
+    if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
+        eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
+        return true;
+    }
+    panic!(
+        "{CHROMEDRIVER} is missing: run scripts/test.sh, which installs chromium and \
+         chromium-driver (or set MILLWATCH_SKIP_SERVICES=1 to skip this test)"
+    );
+}
+
 /// Polls `probe` until it yields `Ok`, for up to `PATIENCE`; panics with the last `Err`, which
 /// says what the page showed instead.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -144,15 +160,8 @@ const XSS: &str = "<img src=x onerror=alert(1)>";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_machines_live_and_changes_status() {
-    if !std::path::Path::new(CHROMEDRIVER).exists() {
-        if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
-            eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
-            return;
-        }
-        panic!(
-            "{CHROMEDRIVER} is missing: run scripts/test.sh, which installs chromium and \
-             chromium-driver (or set MILLWATCH_SKIP_SERVICES=1 to skip this test)"
-        );
+    if no_browser() {
+        return;
     }
     let app = TestApp::start().await;
 
@@ -401,12 +410,8 @@ async fn dashboard_shows_machines_live_and_changes_status() {
 async fn dashboard_shows_time_in_state_and_oee() {
     use millwatch::status::{JobStatus::*, StatusChange};
     use millwatch::store::Store;
-    if !std::path::Path::new(CHROMEDRIVER).exists() {
-        if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
-            eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
-            return;
-        }
-        panic!("{CHROMEDRIVER} is missing: run scripts/test.sh (or set MILLWATCH_SKIP_SERVICES=1)");
+    if no_browser() {
+        return;
     }
     let store = std::sync::Arc::new(millwatch::store::memory::MemoryStore::new());
     let now = millwatch::timestamp::Timestamp::now().as_nanos();

@@ -10,22 +10,12 @@ use std::time::Duration;
 use fantoccini::Client;
 use serde_json::{Value, json};
 
-use crate::dashboard::{CHROMEDRIVER, Driver, card_shows, eventually, js};
+use crate::dashboard::{Driver, card_shows, eventually, js};
 use crate::serve_bin::{Served, repo};
 use crate::support::TestApp;
 
 fn have_chromium() -> bool {
-    if std::path::Path::new(CHROMEDRIVER).exists() {
-        return true;
-    }
-    if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
-        eprintln!("skipped: {CHROMEDRIVER} is missing (MILLWATCH_SKIP_SERVICES=1)");
-        return false;
-    }
-    panic!(
-        "{CHROMEDRIVER} is missing: run scripts/test.sh, which installs chromium and \
-         chromium-driver (or set MILLWATCH_SKIP_SERVICES=1 to skip this test)"
-    );
+    !crate::dashboard::no_browser()
 }
 
 /// Text of the element matching `css` (inside the card of `machine` when given), or null.

@@ -1,6 +1,8 @@
 //! Integration tests: the real binary and the real router, over real sockets.
 //! One test binary with modules, so it links once.
 
+mod alerts;
+mod alerts_browser;
 mod analytics;
 mod api;
 mod auth;

@@ -235,13 +235,14 @@ async fn the_relations_equal_the_api_and_a_range_reads_one_partition_by_its_inde
     store.close().await.unwrap();
 }
 
-/// Turns a schema of this version back into the 0.1 layout (version 2): no public relations,
-/// the status log under its old name.
+/// Turns a schema of this version back into the 0.1 layout (version 2): no alert tables, no
+/// public relations, the status log under its old name.
 async fn back_to_0_1(db: &tokio_postgres::Client, schema: &str) {
     db.batch_execute(&format!(
         "SET search_path = {schema};
          DROP VIEW status_history;
          DROP TABLE readings, samples;
+         DROP TABLE alert_rules, alert_states, alert_history, alert_outbox;
          ALTER TABLE status_log RENAME TO status_history;
          UPDATE millwatch_schema SET version = 2;"
     ))
