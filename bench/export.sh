@@ -13,9 +13,11 @@ cargo build --release --quiet --bin millwatch
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 [ "$store" = sqlite ] && store="sqlite:$dir/m.db"
-python3 bench/gen_readings.py "$n" 10 >"$dir/readings.ndjson"
+# READINGS: a file made by bench/gen_readings.py beforehand, to skip making it here.
+readings=${READINGS:-$dir/readings.ndjson}
+[ -n "${READINGS:-}" ] || python3 bench/gen_readings.py "$n" 10 >"$readings"
 start=$(date +%s.%N)
-target/release/millwatch ingest "$dir/readings.ndjson" --interval 0 --durability process \
+target/release/millwatch ingest "$readings" --interval 0 --durability process \
   --store "$store" --log warn >/dev/null
 echo "loaded $n readings in $(echo "$(date +%s.%N) - $start" | bc) s"
 for format in csv parquet; do

@@ -7,14 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:-postgres://postgres@127.0.0.1:5432/test}
-cargo build --release --quiet --bin millwatch
+# MILLWATCH_BIN: a binary to load the store with instead of this tree's release build (the
+# query timed is PostgreSQL's alone).
+bin=${MILLWATCH_BIN:-target/release/millwatch}
+[ -n "${MILLWATCH_BIN:-}" ] || cargo build --release --quiet --bin millwatch
 schema="bench_grafana_$$"
 dir=$(mktemp -d)
 trap 'psql -q "$base" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 psql -q "$base" -c "CREATE SCHEMA $schema"
 url="$base?options=-csearch_path%3D$schema"
 python3 bench/gen_readings.py 864000 10 >"$dir/day.ndjson"
-target/release/millwatch ingest "$dir/day.ndjson" --interval 0 --store "$url" --log warn >/dev/null
+"$bin" ingest "$dir/day.ndjson" --interval 0 --store "$url" --log warn >/dev/null
 psql -q "$url" -c "ANALYZE" >/dev/null
 python3 - "$dir/query.sql" <<'PY'
 import json, sys

@@ -103,6 +103,10 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => match runtime.block_on(millwatch::export::run(&args)) {
             Ok(_) => ExitCode::SUCCESS,
+            Err(e @ millwatch::export::ExportError::Usage(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

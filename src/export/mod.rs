@@ -76,6 +76,9 @@ pub enum ExportError {
     /// Encoding NDJSON failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The command line names something that is not there.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -155,6 +158,15 @@ fn progress_bar() -> indicatif::ProgressBar {
 /// Runs `millwatch export`: every stored record in range, oldest first, into one file.
 /// Returns how many records were written.
 pub async fn run(args: &ExportArgs) -> Result<u64, ExportError> {
+    // Opening a SQLite store makes the file: a mistyped name would export an empty store.
+    if let StoreSpec::Sqlite(path) = &args.store
+        && !path.exists()
+    {
+        return Err(ExportError::Usage(format!(
+            "--store: there is no SQLite file {}",
+            path.display()
+        )));
+    }
     let store = args
         .store
         .open(crate::store::sqlite::Durability::Full)

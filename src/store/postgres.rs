@@ -22,7 +22,7 @@ use crate::status::{JobStatus, StatusChange};
 use crate::timestamp::Timestamp;
 
 /// The schema version this build writes; a database with a higher one is refused.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -56,6 +56,8 @@ const MIGRATIONS: &[&str] = &[
     super::alerts::postgres::MIGRATION,
     // 4 -> 5: the public relations of SPEC §10 (readings, samples, status_history).
     super::pg_public::MIGRATION,
+    // 5 -> 6: the samples index covers value and moving average.
+    super::pg_public::COVERING_INDEX,
 ];
 
 /// The migration that makes the public relations of SPEC §10, which then fills them.

@@ -338,6 +338,19 @@ async fn export_from_each_store_equals_the_data_json() {
             );
         }
     }
+    // A SQLite file that is not there is a usage error, not an empty export.
+    let missing = dir.path().join("typo.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millwatch"))
+        .args([
+            "export",
+            "--store",
+            &format!("sqlite:{}", missing.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLite file"));
+    assert!(!missing.exists());
     // A SQLite store open elsewhere is refused with a reason, not read half.
     let _open = millwatch::store::StoreSpec::parse(&sqlite)
         .unwrap()
