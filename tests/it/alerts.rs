@@ -797,3 +797,85 @@ async fn a_real_alertmanager_gets_firing_and_resolution_and_what_fired_while_it_
     })
     .await;
 }
+
+/// `mqtt://host:port/topic` against the local Mosquitto: a firing and its resolution are
+/// published (QoS 1) as the alert's JSON, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_target_gets_the_firing_and_the_resolution() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let Some((host, port)) = crate::mqtt::local_broker() else {
+        return;
+    };
+    let topic = format!(
+        "millwatch-test/alerts/{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let mut opts = MqttOptions::new(format!("alerts-sub-{}", fastrand::u32(..)), &host, port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
+    let got = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    {
+        let got = got.clone();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        got.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&p.payload).unwrap());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .expect("the broker acknowledges the subscription")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(dir.path(), "rules.toml", RULES);
+    let notify = format!("mqtt://{host}:{port}/{topic}");
+    let served = Served::start(&[
+        "--source", "none", "--store", "memory", "--rules", &rules, "--notify", &notify,
+    ]);
+    ingest(
+        &served.base,
+        &format!(
+            "{}\n{}\n{}",
+            reading("press-07", 0, 95.0),
+            reading("press-07", 10, 96.0),
+            reading("press-07", 20, 50.0)
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two notifications arrive: {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0]["rule"], "spindle-hot");
+    assert_eq!(got[0]["machine_id"], "press-07");
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["fired_at"], "2026-01-01T00:00:10Z");
+    assert!(got[0]["resolved_at"].is_null(), "{got:#?}");
+    assert_eq!(got[1]["machine_id"], "press-07");
+    assert_eq!(got[1]["resolved_at"], "2026-01-01T00:00:20Z", "{got:#?}");
+    drop(served);
+}

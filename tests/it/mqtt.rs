@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::crash::{JsonBody, start_server_with};
 
 /// The broker for the normal path; override with MILLWATCH_TEST_MQTT (host:port).
-fn local_broker() -> Option<(String, u16)> {
+pub(crate) fn local_broker() -> Option<(String, u16)> {
     let addr = std::env::var("MILLWATCH_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
     if std::net::TcpStream::connect(&addr).is_err() {
         if std::env::var("MILLWATCH_SKIP_SERVICES").as_deref() == Ok("1") {
