@@ -239,6 +239,14 @@ fn local_date(tz: Tz, nanos: i64) -> NaiveDate {
     tz.timestamp_nanos(nanos).date_naive()
 }
 
+/// Buckets a day holds by day or shift (at least one).
+fn buckets_per_day(by: By, shifts_per_day: usize) -> usize {
+    match by {
+        By::Day => 1,
+        _ => shifts_per_day.max(1),
+    }
+}
+
 /// Where the newest [`MAX_BUCKETS`] buckets by `by` up to `until` start, at the latest
 /// `since`: a range with more buckets is answered for its newest ones (as `/data` answers its
 /// newest `limit`), so that [`buckets`] never refuses it. Partial buckets at both ends and
@@ -248,11 +256,9 @@ pub fn newest_buckets_start(since: i64, until: i64, by: By, shifts_per_day: usiz
     let span = match by {
         By::Hour => (MAX_BUCKETS as i64 - 2) * HOUR,
         By::Day | By::Shift => {
-            let per_day = match by {
-                By::Day => 1,
-                _ => shifts_per_day.max(1),
-            };
-            let days = (MAX_BUCKETS / per_day).saturating_sub(3).max(1);
+            let days = (MAX_BUCKETS / buckets_per_day(by, shifts_per_day))
+                .saturating_sub(3)
+                .max(1);
             days as i64 * 24 * HOUR
         }
     };
@@ -297,10 +303,7 @@ pub fn buckets(
         By::Day | By::Shift => {
             let first = local_date(tz, since) - Duration::days(1);
             let last = local_date(tz, until) + Duration::days(1);
-            let per_day = match by {
-                By::Day => 1,
-                _ => shifts.times().len().max(1),
-            };
+            let per_day = buckets_per_day(by, shifts.times().len());
             if (last - first).num_days() as usize * per_day > MAX_BUCKETS + 8 {
                 return Err(too_many());
             }
